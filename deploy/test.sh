@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# test.sh — what `make test` runs: install the Debian tools, start Apache Kafka (KRaft)
+# and Redis on 127.0.0.1 test ports, run every test tier against them, stop them.
+#
+# The integration tier needs STREAMSCORE_TEST_BOOTSTRAP and STREAMSCORE_TEST_REDIS_URL;
+# without them it fails rather than skips, so CI can never pass by running nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export STREAMSCORE_HOME="$PWD/.streamscore/test"
+export KAFKA_PORT="${KAFKA_PORT:-19092}" KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+export REDIS_PORT="${TEST_REDIS_PORT:-16379}"
+
+bash deploy/tools.sh
+stop_services() {
+    bash deploy/kafka/kafka.sh stop || true
+    bash deploy/redis.sh stop || true
+}
+trap stop_services EXIT
+
+bash deploy/kafka/kafka.sh reset >/dev/null 2>&1 || true
+bash deploy/kafka/kafka.sh start
+bash deploy/redis.sh start
+
+export STREAMSCORE_TEST_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+export STREAMSCORE_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"

@@ -1,0 +1,143 @@
+"""The Faust app: topics and the scoring agent.
+
+In: raw records of the ``events`` topic. Out: prediction records to ``predictions`` and
+dead letters to ``deadletter``. The agent is a thin loop: it takes micro-batches of
+events, hands them to :class:`streams.pipeline.ScoringPipeline`, publishes the results
+and waits for the broker to acknowledge every one of them before the batch's offsets
+are acked (``take_events`` acks after the loop body), so an offset is committed only
+once its outcome is durable: at-least-once.
+
+Run it with ``streamscore worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT, TopicT
+
+from streams import metrics
+from streams.pipeline import Inbound, Outbound, ScoringPipeline
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    """Faust credentials for an external cluster, or None for plaintext."""
+    context = None
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+        )
+    if settings.security_protocol.startswith("SASL"):
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=password,
+            ssl_context=context,
+            mechanism=settings.sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def raw_topic(app: faust.App, name: str, partitions: int) -> TopicT:
+    """A topic whose keys and values stay bytes: the codec is ours (streams.codec)."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+
+def to_inbound(event: EventT) -> Inbound:
+    message = event.message
+    timestamp_ms = message.timestamp * 1000 if message.timestamp is not None else None
+    return Inbound(
+        key=message.key,
+        value=message.value,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=timestamp_ms,
+    )
+
+
+async def publish(
+    outbound: Sequence[Outbound], topics: dict[str, TopicT], retry_max_s: float
+) -> None:
+    """Publish every record and return only when the broker acknowledged all of them.
+
+    A failed record is sent again with back-off, forever: giving up would mean acking
+    an event that has no outcome. While the broker is away the partition stalls, which
+    is the honest behaviour for at-least-once.
+    """
+    pending = list(outbound)
+    delay = 0.1
+    while pending:
+        futures = [
+            await topics[o.destination].send(key=o.key, value=o.value, headers=o.headers, force=True)
+            for o in pending
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+        if failed:
+            metrics.PUBLISH_RETRIES.inc(len(failed))
+            first = next(r for r in results if isinstance(r, BaseException))
+            log.warning("publish of %d records failed (%r); retrying in %.1fs", len(failed), first, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, retry_max_s)
+        pending = failed
+
+
+def build_app(settings: Settings, pipeline: ScoringPipeline, ready_file: Path | None = None) -> faust.App:
+    """The Faust app with its topics and the scoring agent, ready for a Worker."""
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        # The assignor leader topic is a Faust-internal extra that Tansu does not need.
+        topic_disable_leader=True,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_publish_on_commit=False,
+        broker_commit_interval=1.0,
+    )
+    events = raw_topic(app, settings.topic("events"), settings.partitions)
+    outputs = {
+        "predictions": raw_topic(app, settings.topic("predictions"), settings.partitions),
+        "deadletter": raw_topic(app, settings.topic("deadletter"), settings.partitions),
+    }
+
+    @app.agent(events, name="score")
+    async def score(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_wait_s):
+            metrics.EVENTS_CONSUMED.inc(len(batch))
+            metrics.BATCH_SIZE.observe(len(batch))
+            outbound = await pipeline.process([to_inbound(e) for e in batch])
+            await publish(outbound, outputs, settings.publish_retry_max_s)
+
+    @app.on_rebalance_complete.connect
+    async def mark_ready(sender: faust.App, **kwargs: Any) -> None:
+        metrics.WORKER_READY.set(1)
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.write_text("ready\n")
+        log.info("worker ready: assigned %s", sorted(str(tp) for tp in app.assignor.assigned_actives()))
+
+    return app

@@ -1,0 +1,79 @@
+"""The producers' data contract: which fields an event must carry, and their types.
+
+In: a decoded JSON object. Out: the same object with its contract fields normalised
+(``event_time`` as an aware UTC datetime, ``amount`` as a float), or a
+:class:`ContractViolation` naming the first offending field. Unknown fields are kept
+and ignored. Pydantic does the checking; strict mode so ``"12"`` is not a number and
+``12`` is not a user id.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from streams.errors import ContractViolation
+
+# Epoch milliseconds accepted as event_time: 2000-01-01 .. 2100-01-01. Outside that
+# an integer is almost certainly seconds or microseconds, which we refuse rather
+# than silently misread.
+_MIN_EPOCH_MS = 946_684_800_000
+_MAX_EPOCH_MS = 4_102_444_800_000
+
+
+def _parse_event_time(value: Any) -> datetime:
+    if isinstance(value, bool):
+        raise ValueError("expected an RFC 3339 string or epoch milliseconds, got a boolean")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or not _MIN_EPOCH_MS <= value <= _MAX_EPOCH_MS:
+            raise ValueError(f"epoch milliseconds {value!r} out of range (years 2000-2100)")
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"unparseable timestamp {value!r}, expected RFC 3339") from None
+        if parsed.tzinfo is None or "T" not in value.upper() and " " not in value:
+            raise ValueError(f"timestamp {value!r} lacks a time or UTC offset, expected RFC 3339")
+        return parsed.astimezone(UTC)
+    raise ValueError(f"expected an RFC 3339 string or epoch milliseconds, got {type(value).__name__}")
+
+
+EventTime = Annotated[datetime, BeforeValidator(_parse_event_time)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TransactionEvent(BaseModel):
+    """A card transaction, as producers send it to the ``events`` topic."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    event_id: NonEmpty
+    event_time: EventTime
+    user_id: NonEmpty
+    merchant_id: NonEmpty
+    amount: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    channel: NonEmpty
+    country: Annotated[str, Field(min_length=2, max_length=3)]
+
+
+def validate_event(obj: dict[str, Any]) -> dict[str, Any]:
+    """Check ``obj`` against the contract; return it with normalised contract fields."""
+    try:
+        event = TransactionEvent.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "event"
+        problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            problem = "required field is missing"
+        elif "input" in first and first["type"] != "value_error":
+            problem = f"{problem} (got {first['input']!r:.80})"
+        raise ContractViolation(field, problem) from None
+    normalised = dict(obj)
+    normalised.update(event.model_dump(exclude=set(event.model_extra or ())))
+    return normalised

@@ -1,0 +1,131 @@
+"""The one settings object: built once at start-up from ``STREAMSCORE_*`` env, passed down.
+
+In: environment variables (prefix ``STREAMSCORE_``) or keyword arguments.
+Out: a frozen :class:`Settings` that the CLI, the worker and the stack share.
+Nothing else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BrokerKind = Literal["tansu", "kafka", "external"]
+OnlineStoreKind = Literal["sqlite", "redis"]
+
+
+class Settings(BaseSettings):
+    """Every knob of streamscore, with the default a fresh machine needs."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="forbid", frozen=True)
+
+    home: Path = Path(".streamscore")
+    """Working directory of the local stack: pids, logs, broker data, registry."""
+
+    broker: BrokerKind = "tansu"
+    """Which broker `streamscore up` starts: embedded Tansu, Apache Kafka (KRaft) or none."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated Kafka bootstrap addresses the worker and the CLI talk to."""
+
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    """Security protocol of an external cluster."""
+
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """SASL mechanism when the protocol is SASL_*."""
+
+    sasl_username: str | None = None
+    """SASL user name."""
+
+    sasl_password: SecretStr | None = None
+    """SASL password; never logged."""
+
+    ssl_cafile: Path | None = None
+    """CA bundle for TLS to an external cluster."""
+
+    topic_prefix: str = ""
+    """Prepended to every topic name, e.g. ``staging.``."""
+
+    topic_events: str = "events"
+    topic_predictions: str = "predictions"
+    topic_predictions_shadow: str = "predictions-shadow"
+    topic_deadletter: str = "deadletter"
+    topic_labels: str = "labels"
+    topic_signals: str = "signals"
+    topic_control: str = "control"
+
+    partitions: int = Field(default=3, ge=1)
+    """Partitions of topics that streamscore creates."""
+
+    consumer_group: str = "streamscore"
+    """Faust application id, used as the consumer group of the scoring agent."""
+
+    online_store: OnlineStoreKind = "sqlite"
+    """Feast online store: embedded SQLite, or Redis for anything real."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis used as the Feast online store when ``online_store`` is ``redis``."""
+
+    feature_repo: Path = Path("feature_repo")
+    """The Feast repository (feature_store.yaml and definitions)."""
+
+    registry_root: Path | None = None
+    """Root of the model registry; defaults to ``<home>/registry``."""
+
+    model_name: str = "fraud"
+    """The model the scoring agent serves."""
+
+    batch_max: int = Field(default=256, ge=1)
+    """Largest micro-batch handed to the pipeline."""
+
+    batch_wait_s: float = Field(default=0.02, gt=0)
+    """How long a micro-batch waits to fill before it is processed anyway."""
+
+    max_event_bytes: int = Field(default=65536, ge=64)
+    """Events larger than this are dead-lettered at decode."""
+
+    dedupe_window: int = Field(default=200_000, ge=0)
+    """How many recent event ids a worker remembers to dead-letter duplicates (0 disables)."""
+
+    enrich_retries: int = Field(default=3, ge=0)
+    """Online-store retries per batch before its events are dead-lettered at enrich."""
+
+    publish_retry_max_s: float = Field(default=5.0, gt=0)
+    """Upper bound of the back-off between publish retries (publishing retries forever)."""
+
+    metrics_host: str = "127.0.0.1"
+    """Interface of the worker's Prometheus endpoint."""
+
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    """Port of the worker's Prometheus endpoint (0: do not serve)."""
+
+    tansu_port: int = 9092
+    """Port of the embedded Tansu broker."""
+
+    kafka_port: int = 19092
+    """Port of the local Apache Kafka broker started by ``up --broker kafka``."""
+
+    redis_port: int = 6379
+    """Port of the local Redis started by ``up --online-store redis``."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical topic (``events``, ``predictions``, ...)."""
+        return self.topic_prefix + getattr(self, f"topic_{name.replace('-', '_')}")
+
+    def all_topics(self) -> list[str]:
+        names = ["events", "predictions", "predictions_shadow", "deadletter", "labels", "signals"]
+        return [self.topic(n) for n in names] + [self.topic("control")]
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_root or self.home / "registry"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the example's offline parquet lives (inside the Feast repo, like its templates)."""
+        return self.feature_repo / "data"

@@ -1,0 +1,90 @@
+"""One scoring worker in the foreground: what a deployment runs.
+
+In: :class:`Settings`. Start-up fails fast, before the first message, when the broker
+does not answer, the registry has no champion, the model's hash does not match, a
+feature reference of the model does not exist, or the online store does not answer.
+Then the Faust worker runs the scoring agent until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import faust
+
+from features.online import FeastOnlineSource
+from features.store import OnlineStoreConfig, open_store
+from models.registry import LoadedModel, ModelNotFound, ModelRegistry
+from streams import metrics
+from streams.app import build_app
+from streams.kafka import ensure_topics, wait_for_broker
+from streams.pipeline import PipelineConfig, ScoringPipeline
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def online_store_config(settings: Settings) -> OnlineStoreConfig:
+    if settings.online_store == "redis":
+        return OnlineStoreConfig(kind="redis", redis_url=settings.redis_url)
+    return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
+
+
+def load_champion(settings: Settings) -> LoadedModel:
+    registry = ModelRegistry(settings.registry_path)
+    version = registry.champion(settings.model_name)
+    if version is None:
+        raise ModelNotFound(settings.model_name, "champion")
+    return registry.load(settings.model_name, version)
+
+
+def ready_file(settings: Settings, pid: int | None = None) -> Path:
+    return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
+
+
+async def _prepare(settings: Settings) -> ScoringPipeline:
+    await wait_for_broker(settings, timeout_s=30)
+    await ensure_topics(settings)
+    model = load_champion(settings)
+    store = open_store(settings.feature_repo, online_store_config(settings))
+    source = FeastOnlineSource(store)
+    refs = model.manifest.feature_refs()
+    source.check(refs)
+    # One real lookup: an unreachable online store fails here, not on the first event.
+    await source.fetch(refs, [{key: "__startup_probe__" for key in model.manifest.entity_keys}])
+    metrics.MODEL_INFO.info(
+        {"name": model.manifest.name, "version": model.manifest.version, "variant": "champion"}
+    )
+    log.info(
+        "serving %s v%s (%d inputs, %d feature refs)",
+        model.manifest.name,
+        model.manifest.version,
+        len(model.manifest.inputs),
+        len(refs),
+    )
+    config = PipelineConfig(
+        max_event_bytes=settings.max_event_bytes,
+        dedupe_window=settings.dedupe_window,
+        enrich_retries=settings.enrich_retries,
+    )
+    return ScoringPipeline(model, source, config)
+
+
+def run_worker(settings: Settings) -> None:
+    """Prepare (fail fast), then hand the loop to Faust until stopped."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    pipeline = loop.run_until_complete(_prepare(settings))
+    ready = ready_file(settings)
+    ready.unlink(missing_ok=True)
+    app = build_app(settings, pipeline, ready_file=ready)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        ready.unlink(missing_ok=True)

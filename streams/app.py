@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ def build_app(settings: Settings, pipeline: ScoringPipeline, ready_file: Path | 
         producer_acks=-1,
         stream_publish_on_commit=False,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     outputs = {
@@ -130,7 +133,9 @@ def build_app(settings: Settings, pipeline: ScoringPipeline, ready_file: Path | 
             metrics.EVENTS_CONSUMED.inc(len(batch))
             metrics.BATCH_SIZE.observe(len(batch))
             outbound = await pipeline.process([to_inbound(e) for e in batch])
+            started = time.perf_counter()
             await publish(outbound, outputs, settings.publish_retry_max_s)
+            metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - started)
 
     @app.on_rebalance_complete.connect
     async def mark_ready(sender: faust.App, **kwargs: Any) -> None:

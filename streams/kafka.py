@@ -54,6 +54,22 @@ async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
     """Return once the cluster answers a metadata request; fail fast with the address."""
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
+    # aiokafka logs every refused connection at ERROR; while we wait that is expected.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        await _poll_metadata(settings, deadline)
+        return
+    except (KafkaError, OSError) as exc:
+        last = exc
+    finally:
+        quiet.setLevel(level)
+    raise BrokerUnavailable(settings.bootstrap_servers, timeout_s, last)
+
+
+async def _poll_metadata(settings: Settings, deadline: float) -> None:
+    last: BaseException | None = None
     while time.monotonic() < deadline:
         admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=5000)
         try:
@@ -65,7 +81,7 @@ async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
         finally:
             await admin.close()
         await asyncio.sleep(0.5)
-    raise BrokerUnavailable(settings.bootstrap_servers, timeout_s, last)
+    raise last or TimeoutError("broker did not answer")
 
 
 async def ensure_topics(settings: Settings) -> list[str]:

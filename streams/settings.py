@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     consumer_group: str = "streamscore"
     """Faust application id, used as the consumer group of the scoring agent."""
 
+    session_timeout_s: float = Field(default=6.0, ge=1)
+    """Consumer-group session timeout. Short, because Tansu holds every join for about
+    half of it and a restarted worker waits a whole one (deploy/TANSU.md); 6 s is also
+    Kafka's default minimum."""
+
+    heartbeat_interval_s: float = Field(default=1.5, gt=0)
+    """Consumer-group heartbeat; well under a third of the session timeout."""
+
     online_store: OnlineStoreKind = "sqlite"
     """Feast online store: embedded SQLite, or Redis for anything real."""
 

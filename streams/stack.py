@@ -187,7 +187,7 @@ def start_workers(settings: Settings, state: StackState, count: int) -> None:
     used_ports = {w["metrics_port"] for w in state.workers}
     port = settings.metrics_port
     while len(state.workers) < count:
-        while port in used_ports:
+        while port and port in used_ports:
             port += 1
         used_ports.add(port)
         index = len(state.workers)
@@ -234,7 +234,7 @@ def bootstrap(settings: Settings) -> None:
         log.info("registered %s v%s %s", manifest.name, manifest.version, manifest.metrics)
 
 
-def up(settings: Settings, workers: int = 1, bootstrap: bool = True, timeout_s: float = 180.0) -> StackState:
+def up(settings: Settings, workers: int = 1, prepare: bool = True, timeout_s: float = 180.0) -> StackState:
     """Start what is not running yet, bootstrap the example, return when workers are ready."""
     settings.home.mkdir(parents=True, exist_ok=True)
     path = state_path(settings)
@@ -255,7 +255,7 @@ def up(settings: Settings, workers: int = 1, bootstrap: bool = True, timeout_s: 
         if settings.online_store == "redis":
             state.redis_started = start_redis(settings) or state.redis_started
             state.save(path)
-        if bootstrap:
+        if prepare:
             bootstrap(settings)
         start_workers(settings, state, workers)
         state.save(path)

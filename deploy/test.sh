@@ -24,4 +24,4 @@ bash deploy/redis.sh start
 
 export STREAMSCORE_TEST_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 export STREAMSCORE_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
-.venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "${@:-tests}"

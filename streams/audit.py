@@ -68,7 +68,9 @@ def _event_id(value: bytes | None) -> str | None:
 
 
 def reconcile(
-    events: Iterable[TopicRecord], predictions: Iterable[TopicRecord], deadletters: Iterable[TopicRecord]
+    events: Iterable[TopicRecord],
+    predictions: Iterable[TopicRecord],
+    deadletters: Iterable[TopicRecord],
 ) -> AuditReport:
     """Match every event to an outcome; pure, so tests feed it lists."""
     event_list = list(events)
@@ -102,7 +104,9 @@ def reconcile(
     )
 
 
-async def read_topic(settings: Settings, topic: str, idle_s: float, deadline_s: float = 600) -> list[TopicRecord]:
+async def read_topic(
+    settings: Settings, topic: str, idle_s: float, deadline_s: float = 600
+) -> list[TopicRecord]:
     """Every record of ``topic`` from the beginning, until nothing new came for ``idle_s``."""
     consumer = reader(settings, topic)
     await consumer.start()
@@ -113,7 +117,9 @@ async def read_topic(settings: Settings, topic: str, idle_s: float, deadline_s: 
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for r in records:
-                    out.append(TopicRecord(r.partition, r.offset, r.key, r.value, tuple(r.headers or ())))
+                    out.append(
+                        TopicRecord(r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
+                    )
                 last = time.monotonic()
     finally:
         await consumer.stop()

@@ -91,8 +91,12 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "online_store": state.online_store if state else settings.online_store,
         "topics": topics,
         "worker_pids": [w["pid"] for w in workers],
-        "metrics_url": f"http://{settings.metrics_host}:{workers[0]['metrics_port']}/metrics" if workers else None,
-        "metrics_urls": [f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in workers],
+        "metrics_url": f"http://{settings.metrics_host}:{workers[0]['metrics_port']}/metrics"
+        if workers
+        else None,
+        "metrics_urls": [
+            f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in workers
+        ],
         "models": models,
     }
 
@@ -103,12 +107,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"stack:      {'up' if report['up'] else 'down'}")
-        print(f"broker:     {report['broker']} at {report['bootstrap_servers']} "
-              f"({'reachable' if report['broker_reachable'] else 'unreachable'})")
+        print(
+            f"broker:     {report['broker']} at {report['bootstrap_servers']} "
+            f"({'reachable' if report['broker_reachable'] else 'unreachable'})"
+        )
         print(f"online:     {report['online_store']}")
         print(f"workers:    {report['worker_pids'] or 'none'}")
         print(f"metrics:    {report['metrics_url'] or '-'}")
-        print("models:     " + (", ".join(f"{m['name']} v{m['version']} ({m['variant']})" for m in report["models"]) or "none"))
+        print(
+            "models:     "
+            + (
+                ", ".join(f"{m['name']} v{m['version']} ({m['variant']})" for m in report["models"])
+                or "none"
+            )
+        )
         print("topics:     " + ", ".join(report["topics"]))
     return 0 if report["up"] else 3
 
@@ -128,17 +140,21 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_records(settings: Settings, n: int, seed: int, unknown_user_rate: float) -> list[tuple[bytes | None, bytes]]:
+def _demo_records(
+    settings: Settings, n: int, seed: int, unknown_user_rate: float
+) -> list[tuple[bytes | None, bytes]]:
     from features.fraud_data import demo_events, load_entities
     from streams.codec import encode
 
     users, merchants = load_entities(settings.data_dir)
-    events = demo_events(n, seed=seed, users=users, merchants=merchants, unknown_user_rate=unknown_user_rate)
+    events = demo_events(
+        n, seed=seed, users=users, merchants=merchants, unknown_user_rate=unknown_user_rate
+    )
     return [(str(e["user_id"]).encode(), encode(e)) for e in events]
 
 
 def _file_records(path: Path) -> list[tuple[bytes | None, bytes]]:
-    """JSONL lines sent as they are, so a malformed line reaches the pipeline as a producer's would."""
+    """JSONL lines sent as they are: a malformed line reaches the pipeline as it would."""
     from streams.codec import decode
 
     records: list[tuple[bytes | None, bytes]] = []
@@ -156,7 +172,9 @@ def _file_records(path: Path) -> list[tuple[bytes | None, bytes]]:
     return records
 
 
-async def produce_records(settings: Settings, records: Sequence[tuple[bytes | None, bytes]], rate: float | None) -> float:
+async def produce_records(
+    settings: Settings, records: Sequence[tuple[bytes | None, bytes]], rate: float | None
+) -> float:
     from streams.kafka import producer
 
     client = producer(settings)
@@ -183,8 +201,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     else:
         records = _demo_records(settings, args.n, args.seed, args.unknown_user_rate)
     elapsed = asyncio.run(produce_records(settings, records, args.rate))
-    print(f"sent {len(records)} events to {settings.topic('events')} in {elapsed:.2f}s "
-          f"({len(records) / max(elapsed, 1e-9):.0f}/s)", file=sys.stderr)
+    print(
+        f"sent {len(records)} events to {settings.topic('events')} in {elapsed:.2f}s "
+        f"({len(records) / max(elapsed, 1e-9):.0f}/s)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -209,8 +230,9 @@ def _render(record: Any, envelope: bool) -> str:
     )
 
 
-async def tail_records(settings: Settings, topic: str, limit: int | None, idle_s: float | None,
-                       from_beginning: bool) -> int:
+async def tail_records(
+    settings: Settings, topic: str, limit: int | None, idle_s: float | None, from_beginning: bool
+) -> int:
     """Print records of ``topic`` as JSON lines; dead letters with their key and headers."""
     from streams.kafka import reader
 
@@ -238,7 +260,9 @@ async def tail_records(settings: Settings, topic: str, limit: int | None, idle_s
 
 def cmd_tail(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    topic = args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic(args.topic)
+    topic = (
+        args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic(args.topic)
+    )
     try:
         asyncio.run(tail_records(settings, topic, args.n, args.idle, not args.latest))
     except KeyboardInterrupt:
@@ -257,7 +281,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(
             f"events in: {summary['events']}  predictions: {summary['predictions']}  "
             f"dead letters: {summary['deadletters']} {summary['deadletters_by_stage']}  "
-            f"missing: {summary['missing']}  duplicate predictions: {summary['duplicate_predictions']}  "
+            f"missing: {summary['missing']}  "
+            f"duplicate predictions: {summary['duplicate_predictions']}  "
             f"-> {'reconciled' if report.reconciled else 'NOT reconciled'}"
         )
     return 0 if report.reconciled else 1
@@ -269,14 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--home", type=Path, help="stack directory (STREAMSCORE_HOME)")
-        p.add_argument("--bootstrap-servers", help="Kafka bootstrap addresses (STREAMSCORE_BOOTSTRAP_SERVERS)")
+        p.add_argument(
+            "--bootstrap-servers", help="Kafka bootstrap addresses (STREAMSCORE_BOOTSTRAP_SERVERS)"
+        )
         return p
 
-    p = common(sub.add_parser("up", help="start broker, online store and workers in the background"))
+    p = common(
+        sub.add_parser("up", help="start broker, online store and workers in the background")
+    )
     p.add_argument("--broker", choices=["tansu", "kafka", "external"])
     p.add_argument("--online-store", choices=["sqlite", "redis"])
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for workers to be ready")
+    p.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for workers to be ready"
+    )
     p.set_defaults(func=cmd_up)
 
     p = common(sub.add_parser("down", help="stop what up started"))
@@ -290,11 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--online-store", choices=["sqlite", "redis"])
     p.set_defaults(func=cmd_worker)
 
-    p = common(sub.add_parser("bootstrap", help="apply the feature repo, materialize, train if the registry is empty"))
+    p = common(
+        sub.add_parser(
+            "bootstrap", help="apply the feature repo, materialize, train if the registry is empty"
+        )
+    )
     p.add_argument("--online-store", choices=["sqlite", "redis"])
     p.set_defaults(func=cmd_bootstrap)
 
-    p = common(sub.add_parser("produce", help="send demo events or a JSONL file to the events topic"))
+    p = common(
+        sub.add_parser("produce", help="send demo events or a JSONL file to the events topic")
+    )
     p.add_argument("--n", type=int, default=1000, help="demo events to send")
     p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     p.add_argument("--file", help="JSONL file whose lines are sent as they are")
@@ -309,8 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latest", action="store_true", help="only records that arrive from now on")
     p.set_defaults(func=cmd_tail)
 
-    p = common(sub.add_parser("audit", help="reconcile events in versus predictions plus dead letters"))
-    p.add_argument("--idle", type=float, default=5.0, help="seconds without new records before counting")
+    p = common(
+        sub.add_parser("audit", help="reconcile events in versus predictions plus dead letters")
+    )
+    p.add_argument(
+        "--idle", type=float, default=5.0, help="seconds without new records before counting"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
     return parser

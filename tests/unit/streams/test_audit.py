@@ -9,8 +9,11 @@ def _event(offset: int, event_id: str, partition: int = 0) -> TopicRecord:
 
 
 def _dead(partition: int, offset: int, stage: str = "validate") -> TopicRecord:
-    headers = (("error.stage", stage.encode()), ("source.partition", str(partition).encode()),
-               ("source.offset", str(offset).encode()))
+    headers = (
+        ("error.stage", stage.encode()),
+        ("source.partition", str(partition).encode()),
+        ("source.offset", str(offset).encode()),
+    )
     return TopicRecord(0, 0, b"k", b"whatever", headers)
 
 

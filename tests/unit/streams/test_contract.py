@@ -56,7 +56,19 @@ def test_wrong_fields_are_named(change: dict, field: str, words: str) -> None:
     assert words in str(info.value)
 
 
-@pytest.mark.parametrize("field", ["event_id", "event_time", "user_id", "merchant_id", "amount", "currency", "channel", "country"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "event_id",
+        "event_time",
+        "user_id",
+        "merchant_id",
+        "amount",
+        "currency",
+        "channel",
+        "country",
+    ],
+)
 def test_missing_required_field_is_named(field: str) -> None:
     event = dict(GOOD)
     del event[field]

@@ -29,13 +29,18 @@ def _settings(args: argparse.Namespace) -> Settings:
         for name in ("broker", "online_store", "bootstrap_servers", "home")
         if (value := getattr(args, name, None)) is not None
     }
-    if "bootstrap_servers" not in overrides and "broker" in overrides:
-        base = Settings()
-        if overrides["broker"] == "kafka":
-            overrides["bootstrap_servers"] = f"127.0.0.1:{base.kafka_port}"
-        elif overrides["broker"] == "tansu":
-            overrides["bootstrap_servers"] = f"127.0.0.1:{base.tansu_port}"
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    if (
+        "bootstrap_servers" not in overrides
+        and settings.bootstrap_servers == settings.local_bootstrap
+    ):
+        # After `up --broker kafka`, produce/tail/audit/bench talk to the stack that is up.
+        from streams.stack import StackState, state_path
+
+        state = StackState.load(state_path(settings))
+        if state is not None and args.command != "up":
+            settings = settings.model_copy(update={"bootstrap_servers": state.bootstrap_servers})
+    return settings
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -288,6 +293,25 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.reconciled else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams.bench import run_bench
+
+    report = asyncio.run(run_bench(_settings(args), n=args.n, rate=args.rate))
+    header = (
+        f"{'subject':<12} {'events':>7} {'outcomes':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    )
+    print(header)
+    for r in report["results"]:
+        print(
+            f"{r['subject']:<12} {r['events']:>7} {r['outcomes']:>8} {r['events_per_s']:>9.0f} "
+            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+        )
+    print("ratios: " + ", ".join(f"{k}={v}" for k, v in report["ratios"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamscore", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -354,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
+
+    p = common(
+        sub.add_parser("bench", help="throughput and latency against a passthrough baseline")
+    )
+    p.add_argument("--n", type=int, default=20000, help="events per subject")
+    p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    p.add_argument("--json", help="write the results to this path")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

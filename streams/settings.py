@@ -8,9 +8,9 @@ Nothing else in the code base reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrokerKind = Literal["tansu", "kafka", "external"]
@@ -121,6 +121,19 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _local_bootstrap(cls, data: Any) -> Any:
+        """Without an explicit address, talk to the local broker of the chosen kind."""
+        if isinstance(data, dict) and not data.get("bootstrap_servers"):
+            broker = data.get("broker", "tansu")
+            if broker in ("tansu", "kafka"):
+                default = cls.model_fields[f"{broker}_port"].default
+                data = data | {
+                    "bootstrap_servers": f"127.0.0.1:{data.get(f'{broker}_port', default)}"
+                }
+        return data
+
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic (``events``, ``predictions``, ...)."""
         return self.topic_prefix + getattr(self, f"topic_{name.replace('-', '_')}")
@@ -128,6 +141,12 @@ class Settings(BaseSettings):
     def all_topics(self) -> list[str]:
         names = ["events", "predictions", "predictions_shadow", "deadletter", "labels", "signals"]
         return [self.topic(n) for n in names] + [self.topic("control")]
+
+    @property
+    def local_bootstrap(self) -> str:
+        """The address of the broker `up` starts on this machine for this broker kind."""
+        port = self.kafka_port if self.broker == "kafka" else self.tansu_port
+        return f"127.0.0.1:{port}"
 
     @property
     def registry_path(self) -> Path:

@@ -1,0 +1,45 @@
+"""Errors of the feature side.
+
+In: what went wrong (references, entities, the underlying exception). Out:
+exceptions that build their own message and say whether a retry can help
+(`retryable`), so the agent routes them in one place without parsing text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["FeatureError", "UnknownFeatureError", "FeatureStoreUnavailable"]
+
+
+class FeatureError(Exception):
+    """Base of every error raised by `features`."""
+
+    retryable: bool = False
+
+
+class UnknownFeatureError(FeatureError):
+    """Feature references that do not exist in the Feast registry (config error, not retryable)."""
+
+    retryable = False
+
+    def __init__(self, missing: Iterable[str], available: Iterable[str]) -> None:
+        self.missing = sorted(set(missing))
+        self.available = sorted(set(available))
+        shown = ", ".join(self.available[:40])
+        more = f" (+{len(self.available) - 40} more)" if len(self.available) > 40 else ""
+        super().__init__(
+            f"unknown feature reference(s) {', '.join(self.missing)}; "
+            f"the registry has: {shown or 'nothing'}{more}"
+        )
+
+
+class FeatureStoreUnavailable(FeatureError):
+    """The online store could not be reached or answered with an I/O error; retry later."""
+
+    retryable = True
+
+    def __init__(self, store: str, cause: BaseException) -> None:
+        self.store = store
+        self.cause = cause
+        super().__init__(f"online store {store} unavailable: {type(cause).__name__}: {cause}")

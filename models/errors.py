@@ -1,0 +1,75 @@
+"""Errors of the model side.
+
+In: which model, which version, what differed. Out: exceptions that build
+their own message from those arguments and say whether a retry can help
+(`retryable`), so callers route them without parsing text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ModelError",
+    "ModelNotFound",
+    "ModelIntegrityError",
+    "ModelSignatureError",
+    "ScoringError",
+]
+
+
+class ModelError(Exception):
+    """Base of every error raised by `models`."""
+
+    retryable: bool = False
+
+
+class ModelNotFound(ModelError):
+    """No such model, or no such version of it, in the registry."""
+
+    def __init__(self, name: str, version: str | None = None, root: str | None = None) -> None:
+        self.name = name
+        self.version = version
+        where = f" in registry {root}" if root else ""
+        what = f"model {name!r} version {version!r}" if version else f"model {name!r}"
+        super().__init__(f"{what} not found{where}")
+
+
+class ModelIntegrityError(ModelError):
+    """The ONNX file's sha256 differs from its manifest: the model is refused."""
+
+    def __init__(self, name: str, version: str, expected: str, actual: str) -> None:
+        self.name = name
+        self.version = version
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"model {name!r} version {version!r} refused: model.onnx sha256 is {actual}, "
+            f"manifest says {expected}"
+        )
+
+
+class ModelSignatureError(ModelError):
+    """The ONNX graph does not have the inputs/outputs its manifest declares."""
+
+    def __init__(self, name: str, version: str, problems: Iterable[str]) -> None:
+        self.name = name
+        self.version = version
+        self.problems = list(problems)
+        super().__init__(
+            f"model {name!r} version {version!r} does not match its manifest: "
+            + "; ".join(self.problems)
+        )
+
+
+class ScoringError(ModelError):
+    """ONNX Runtime failed on a batch (bad input shape or type, runtime failure)."""
+
+    def __init__(self, name: str, version: str, cause: BaseException) -> None:
+        self.name = name
+        self.version = version
+        self.cause = cause
+        super().__init__(
+            f"scoring with model {name!r} version {version!r} failed: "
+            f"{type(cause).__name__}: {cause}"
+        )

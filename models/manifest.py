@@ -1,0 +1,139 @@
+"""The model manifest: what a registered model consumes, emits and decides.
+
+In: JSON (``manifest.json`` beside ``model.onnx``) or keyword fields from
+training. Out: a validated, immutable ``ModelManifest`` that tells the
+pipeline which event fields and Feast feature references (``view:feature``)
+feed which ONNX input, how event fields map to Feast join keys, the default
+used when a value is missing, and the score thresholds behind each decision.
+Unknown keys are refused so a typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["ModelInput", "Decision", "Lineage", "ModelManifest"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelInput(_Strict):
+    """One named ONNX input, fed from an event field or a Feast feature."""
+
+    name: str = Field(description="ONNX graph input name")
+    source: Literal["event", "feature"]
+    ref: str = Field(description="event field name, or 'view:feature' for a Feast feature")
+    dtype: Literal["float32", "string"]
+    default: float | str = Field(description="value used when the input is missing")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelInput:
+        if self.source == "feature":
+            view, sep, feature = self.ref.partition(":")
+            if not (sep and view and feature) or ":" in feature:
+                raise ValueError(
+                    f"input {self.name!r}: feature ref must look like 'view:feature', "
+                    f"got {self.ref!r}"
+                )
+        if self.dtype == "float32":
+            if isinstance(self.default, str) or not math.isfinite(float(self.default)):
+                raise ValueError(
+                    f"input {self.name!r}: float32 input needs a finite numeric default, "
+                    f"got {self.default!r}"
+                )
+        elif not isinstance(self.default, str):
+            raise ValueError(
+                f"input {self.name!r}: string input needs a string default, got {self.default!r}"
+            )
+        return self
+
+
+class Decision(_Strict):
+    """A decision taken when the score is at least ``min_score``."""
+
+    name: str
+    min_score: float
+
+
+class Lineage(_Strict):
+    """Where the training data came from, enough to reproduce or audit it."""
+
+    feature_refs: list[str]
+    feature_service: str | None = None
+    start: datetime
+    end: datetime
+    rows: int
+    data_sha256: str
+    seed: int | None = None
+    code_version: str | None = None
+
+
+class ModelManifest(_Strict):
+    """Everything the pipeline needs to know about one registered model version."""
+
+    name: str
+    version: str
+    sha256: str
+    created_at: datetime
+    task: Literal["binary_classification", "regression"]
+    inputs: list[ModelInput]
+    entity_keys: dict[str, str] = Field(
+        description="Feast join key -> event field, e.g. {'user_id': 'user_id'}"
+    )
+    outputs: dict[str, str] = Field(
+        description="role -> ONNX output name; 'score' is required, e.g. {'score': 'probabilities'}"
+    )
+    decisions: list[Decision] = Field(default_factory=list)
+    default_decision: str = "approve"
+    lineage: Lineage
+    metrics: dict[str, float] = Field(default_factory=dict)
+    profile: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelManifest:
+        names = [i.name for i in self.inputs]
+        if not names:
+            raise ValueError(f"model {self.name!r}: manifest declares no inputs")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model {self.name!r}: duplicate input names {dupes}")
+        if "score" not in self.outputs:
+            raise ValueError(f"model {self.name!r}: outputs must name the 'score' output")
+        decision_names = [d.name for d in self.decisions]
+        if len(set(decision_names)) != len(decision_names):
+            raise ValueError(f"model {self.name!r}: duplicate decision names {decision_names}")
+        if self.default_decision in decision_names:
+            raise ValueError(
+                f"model {self.name!r}: default_decision {self.default_decision!r} "
+                "is also a thresholded decision"
+            )
+        return self
+
+    def feature_refs(self) -> list[str]:
+        """Feast references the model reads, in input order, without duplicates."""
+        return list(dict.fromkeys(i.ref for i in self.inputs if i.source == "feature"))
+
+    def event_fields(self) -> list[str]:
+        """Event fields the model reads (inputs and join keys), without duplicates."""
+        fields = [i.ref for i in self.inputs if i.source == "event"]
+        return list(dict.fromkeys(fields + list(self.entity_keys.values())))
+
+    def decide(self, score: float) -> str:
+        """The decision with the highest ``min_score`` that ``score`` reaches, else the default."""
+        best: Decision | None = None
+        for decision in self.decisions:
+            if score >= decision.min_score and (
+                best is None or decision.min_score > best.min_score
+            ):
+                best = decision
+        return best.name if best is not None else self.default_decision
+
+    @property
+    def score_output(self) -> str:
+        return self.outputs["score"]

@@ -1,0 +1,190 @@
+"""Feast with the SQLite online store: apply, materialize, lookups, config and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+import redis.exceptions
+
+from features.errors import FeatureError, FeatureStoreUnavailable, UnknownFeatureError
+from features.online import FeastOnlineSource, OnlineFeatureSource
+from features.store import (
+    OnlineStoreConfig,
+    apply_repo,
+    load_repo_contents,
+    open_store,
+    redis_connection_string,
+)
+
+REFS = [
+    "user_stats:avg_amount_30d",
+    "user_stats:home_country",
+    "user_stats:txn_count_7d",
+    "merchant_stats:fraud_rate_90d",
+    "merchant_stats:txn_count_7d",  # same feature name as the user view's
+]
+
+
+def test_repo_defines_the_expected_objects(applied_repo: Any) -> None:
+    store = open_store(applied_repo.path, applied_repo.online)
+    assert {v.name for v in store.list_feature_views()} == {
+        "user_stats",
+        "merchant_stats",
+        "user_stream_stats",
+    }
+    assert {e.name for e in store.list_entities()} >= {"user", "merchant"}
+    service = store.get_feature_service("fraud_v1")
+    assert {p.name for p in service.feature_view_projections} == {"user_stats", "merchant_stats"}
+    assert {s.name for s in store.list_data_sources()} >= {"user_stream_push"}
+
+
+def test_relative_paths_resolve_from_the_repo(applied_repo: Any) -> None:
+    assert (applied_repo.path / "data" / "registry.db").is_file()
+    assert (applied_repo.path / "data" / "online_store.db").is_file()
+
+
+async def test_fetch_returns_latest_snapshot_and_none_for_unknown(
+    applied_repo: Any,
+) -> None:
+    source = FeastOnlineSource(open_store(applied_repo.path, applied_repo.online))
+    assert isinstance(source, OnlineFeatureSource)
+    try:
+        source.check(REFS)
+        users = pd.read_parquet(applied_repo.data.user_stats)
+        latest = users.sort_values("event_timestamp").groupby("user_id").last()
+        user = latest.index[3]
+        merchants = pd.read_parquet(applied_repo.data.merchant_stats)
+        m_latest = merchants.sort_values("event_timestamp").groupby("merchant_id").last()
+        merchant = m_latest.index[0]
+        rows = [
+            {"user_id": user, "merchant_id": merchant},
+            {"user_id": "x999999", "merchant_id": "m9999"},
+        ]
+        values = await source.fetch(REFS, rows)
+        assert set(values) == set(REFS)
+        assert values["user_stats:avg_amount_30d"][0] == pytest.approx(
+            latest.loc[user, "avg_amount_30d"]
+        )
+        assert values["user_stats:home_country"][0] == latest.loc[user, "home_country"]
+        assert values["user_stats:txn_count_7d"][0] == latest.loc[user, "txn_count_7d"]
+        assert values["merchant_stats:txn_count_7d"][0] == m_latest.loc[merchant, "txn_count_7d"]
+        assert values["merchant_stats:fraud_rate_90d"][0] == pytest.approx(
+            m_latest.loc[merchant, "fraud_rate_90d"]
+        )
+        assert all(values[ref][1] is None for ref in REFS)
+        assert type(values["user_stats:txn_count_7d"][0]) is int  # plain python, no protobuf
+        assert await source.fetch(REFS, []) == {ref: [] for ref in REFS}
+    finally:
+        source.close()
+
+
+async def test_unknown_references_fail_loudly(applied_repo: Any) -> None:
+    source = FeastOnlineSource(open_store(applied_repo.path, applied_repo.online))
+    try:
+        with pytest.raises(UnknownFeatureError) as err:
+            source.check(["user_stats:avg_amount_30d", "user_stats:nope", "no_view:x"])
+        assert err.value.missing == ["no_view:x", "user_stats:nope"]
+        assert "user_stats:avg_amount_30d" in err.value.available
+        assert "user_stats:nope" in str(err.value) and not err.value.retryable
+        with pytest.raises(UnknownFeatureError, match="no-colon"):
+            source.check(["no-colon"])
+        with pytest.raises(UnknownFeatureError, match="user_stats:nope"):
+            await source.fetch(["user_stats:nope"], [{"user_id": "u00001"}])
+    finally:
+        source.close()
+    with pytest.raises(FeatureError, match="closed"):
+        await source.fetch(REFS, [{"user_id": "u00001"}])
+
+
+def test_apply_is_idempotent_and_drops_removed_objects(
+    copy_repo: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    online = OnlineStoreConfig(sqlite_path=tmp_path / "online.db")
+    apply_repo(repo, online)
+    apply_repo(repo, online)
+    definitions = repo / "fraud_features.py"
+    definitions.write_text(
+        definitions.read_text()
+        .replace("fraud_v1 = FeatureService(", "fraud_v9 = FeatureService(")
+        .replace('name="fraud_v1"', 'name="fraud_v9"')
+    )
+    apply_repo(repo, online)
+    store = open_store(repo, online)
+    assert [s.name for s in store.list_feature_services()] == ["fraud_v9"]
+    assert (tmp_path / "online.db").is_file()
+
+
+def test_repo_without_definitions_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FeatureError, match="no definition files"):
+        load_repo_contents(tmp_path, "streamscore")
+    with pytest.raises(FeatureError, match="feature_store.yaml"):
+        open_store(tmp_path, OnlineStoreConfig())
+
+
+def test_redis_url_becomes_feast_connection_string() -> None:
+    assert redis_connection_string("redis://127.0.0.1:6379/2", 1.5) == (
+        "127.0.0.1:6379,db=2,socket_connect_timeout=1.5,socket_timeout=1.5"
+    )
+    assert redis_connection_string("rediss://user:p%40ss@cache:6380") == (
+        "cache:6380,db=0,socket_connect_timeout=2.0,socket_timeout=2.0,"
+        "username=user,password=p@ss,ssl=true"
+    )
+    with pytest.raises(ValueError, match="redis://"):
+        redis_connection_string("http://localhost:6379")
+    with pytest.raises(ValueError, match="needs redis_url"):
+        OnlineStoreConfig(kind="redis")
+
+
+def test_open_store_overrides_only_the_online_store(applied_repo: Any) -> None:
+    online = OnlineStoreConfig(kind="redis", redis_url="redis://:secret@10.1.2.3:6390/1")
+    store = open_store(applied_repo.path, online)
+    assert store.config.online_store.type == "redis"
+    assert store.config.online_store.connection_string.startswith("10.1.2.3:6390,db=1")
+    assert store.config.project == "streamscore"
+    assert store.config.repo_path == applied_repo.path.resolve()
+    assert "secret" not in online.describe()
+    yaml_text = (applied_repo.path / "feature_store.yaml").read_text()
+    assert "redis" not in yaml_text.split("online_store:")[1].split("offline_store")[0]
+
+
+class _RedisDown:
+    """Stands in for a FeatureStore whose Redis refuses connections."""
+
+    config = SimpleNamespace(
+        online_store=SimpleNamespace(type="redis", connection_string="127.0.0.1:1,db=0")
+    )
+
+    def get_online_features(self, **_: Any) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
+
+    def refresh_registry(self) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
+
+
+async def test_unreachable_store_is_retryable_unavailable() -> None:
+    # A real Redis outage is covered by the integration tier: redis-py retries
+    # with backoff for several seconds before giving up.
+    source = FeastOnlineSource(_RedisDown())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(FeatureStoreUnavailable) as err:
+            await source.fetch(["user_stats:avg_amount_30d"], [{"user_id": "u00001"}])
+        assert err.value.retryable
+        assert "redis://127.0.0.1:1" in str(err.value) and "Error 111" in str(err.value)
+        with pytest.raises(FeatureStoreUnavailable):
+            source.check(["user_stats:avg_amount_30d"])
+    finally:
+        source.close()
+
+
+def test_materialized_end_is_recent(applied_repo: Any) -> None:
+    store = open_store(applied_repo.path, applied_repo.online)
+    view = store.get_feature_view("user_stats")
+    assert view.most_recent_end_time is not None
+    assert view.most_recent_end_time > datetime(2026, 1, 1, tzinfo=UTC)

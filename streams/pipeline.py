@@ -175,7 +175,8 @@ class ScoringPipeline:
         scored_at = datetime.now(UTC)
         keys = list(manifest.entity_keys.items())
         records = []
-        for event, score, missing in zip(events, scores.tolist(), batch.missing, strict=True):
+        missing_features = batch.features_missing(manifest)
+        for event, score, missing in zip(events, scores.tolist(), missing_features, strict=True):
             records.append(
                 {
                     "event_id": event["event_id"],

@@ -2,7 +2,7 @@
 # test.sh — what `make test` runs: install the Debian tools, start Apache Kafka (KRaft)
 # and Redis on 127.0.0.1 test ports, run every test tier against them, stop them.
 #
-# The integration tier needs STREAMSCORE_TEST_BOOTSTRAP and STREAMSCORE_TEST_REDIS_URL;
+# The integration tier needs TEST_KAFKA_BOOTSTRAP and TEST_REDIS_URL;
 # without them it fails rather than skips, so CI can never pass by running nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,6 @@ bash deploy/kafka/kafka.sh reset >/dev/null 2>&1 || true
 bash deploy/kafka/kafka.sh start
 bash deploy/redis.sh start
 
-export STREAMSCORE_TEST_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
-export STREAMSCORE_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+export TEST_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "${@:-tests}"

@@ -400,7 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from streams.kafka import BrokerUnavailable
         from streams.stack import StackError
 
-        if isinstance(exc, StackError | BrokerUnavailable | ModelError | FeatureError):
+        from pydantic import ValidationError
+
+        if isinstance(
+            exc, StackError | BrokerUnavailable | ModelError | FeatureError | ValidationError
+        ):
             print(f"streamscore {args.command}: {exc}", file=sys.stderr)
             return 2
         raise

@@ -7,6 +7,7 @@ Nothing else in the code base reads ``os.environ``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +121,20 @@ class Settings(BaseSettings):
     """Port of the local Redis started by ``up --online-store redis``."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_env(cls, data: Any) -> Any:
+        """A misspelt STREAMSCORE_* variable fails loudly instead of being ignored."""
+        prefix = cls.model_config.get("env_prefix", "")
+        unknown = sorted(
+            key
+            for key in os.environ
+            if key.upper().startswith(prefix) and key[len(prefix) :].lower() not in cls.model_fields
+        )
+        if unknown:
+            raise ValueError(f"unknown settings in the environment: {', '.join(unknown)}")
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -35,12 +35,12 @@ def _required_env(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def bootstrap_servers() -> str:
-    return _required_env("STREAMSCORE_TEST_BOOTSTRAP")
+    return _required_env("TEST_KAFKA_BOOTSTRAP")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return _required_env("STREAMSCORE_TEST_REDIS_URL")
+    return _required_env("TEST_REDIS_URL")
 
 
 @pytest.fixture(scope="session")

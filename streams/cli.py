@@ -395,12 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except Exception as exc:  # one place where a user-facing failure becomes a message
+        from pydantic import ValidationError
+
         from features.store import FeatureError
         from models.registry import ModelError
         from streams.kafka import BrokerUnavailable
         from streams.stack import StackError
-
-        from pydantic import ValidationError
 
         if isinstance(
             exc, StackError | BrokerUnavailable | ModelError | FeatureError | ValidationError

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export STREAMSCORE_HOME="$PWD/.streamscore/test"
+export STREAMSCORE_HOME="${TEST_HOME:-$PWD/.streamscore/test}"
 export KAFKA_PORT="${KAFKA_PORT:-19092}" KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 export REDIS_PORT="${TEST_REDIS_PORT:-16379}"
 

@@ -16,7 +16,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ModelInput", "Decision", "Lineage", "ModelManifest"]
+__all__ = [
+    "ModelInput",
+    "Decision",
+    "Lineage",
+    "FallbackRule",
+    "FallbackPolicy",
+    "HistoryEntry",
+    "ModelCard",
+    "ModelManifest",
+]
 
 
 class _Strict(BaseModel):
@@ -74,6 +83,70 @@ class Lineage(_Strict):
     code_version: str | None = None
 
 
+class FallbackRule(_Strict):
+    """When ``field`` of the event is in ``[min, max)`` (or equals ``equals``): this score."""
+
+    field: str
+    min: float | None = None
+    max: float | None = None
+    equals: str | None = None
+    score: float
+    decision: str | None = Field(
+        default=None, description="decision to take; the manifest thresholds decide when absent"
+    )
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        value = event.get(self.field)
+        if self.equals is not None:
+            return value is not None and str(value) == self.equals
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.min is not None and value < self.min:
+            return False
+        return not (self.max is not None and value >= self.max)
+
+
+class FallbackPolicy(_Strict):
+    """What to answer when the model cannot: rules over event fields, first match wins.
+
+    Used when the model raises (``model_error``), the online store does not answer
+    (``features_unavailable``) or a row misses more than ``max_missing_fraction`` of
+    its feature references (``features_missing``). Without a policy those events are
+    dead-lettered instead.
+    """
+
+    rules: list[FallbackRule] = Field(default_factory=list)
+    default_score: float
+    default_decision: str | None = None
+    max_missing_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="share of feature refs a row may miss before the fallback decides",
+    )
+
+
+class HistoryEntry(_Strict):
+    """One lifecycle step of a model version: registered, promoted, forced, rolled back."""
+
+    at: datetime
+    action: str
+    by: str | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCard(_Strict):
+    """The human part of the model card; the rest comes from the manifest's fields."""
+
+    intended_use: str = ""
+    known_limits: list[str] = Field(default_factory=list)
+    owner: str | None = None
+
+
+EventFieldType = Literal["string", "number", "timestamp"]
+
+
 class ModelManifest(_Strict):
     """Everything the pipeline needs to know about one registered model version."""
 
@@ -94,6 +167,14 @@ class ModelManifest(_Strict):
     lineage: Lineage
     metrics: dict[str, float] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
+    fallback: FallbackPolicy | None = None
+    event_schema: dict[str, EventFieldType] | None = Field(
+        default=None,
+        description="required event fields and their types; None: the card-transaction "
+        "contract of the example (streams.contract)",
+    )
+    card: ModelCard = Field(default_factory=ModelCard)
+    history: list[HistoryEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ModelManifest:
@@ -114,6 +195,16 @@ class ModelManifest(_Strict):
                 "is also a thresholded decision"
             )
         return self
+
+    def fallback_score(self, event: dict[str, Any]) -> tuple[float, str]:
+        """Score and decision of the fallback policy for one event (policy required)."""
+        policy = self.fallback
+        if policy is None:
+            raise ValueError(f"model {self.name!r} v{self.version} has no fallback policy")
+        for rule in policy.rules:
+            if rule.matches(event):
+                return rule.score, rule.decision or self.decide(rule.score)
+        return policy.default_score, policy.default_decision or self.decide(policy.default_score)
 
     def feature_refs(self) -> list[str]:
         """Feast references the model reads, in input order, without duplicates."""

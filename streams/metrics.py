@@ -59,3 +59,91 @@ def serve(host: str, port: int) -> None:
     """Expose /metrics; port 0 disables it."""
     if port:
         start_http_server(port, addr=host)
+
+# --- issue 4: feedback loop and observability -------------------------------------------
+# Labels stay bounded: `feature` is bounded by the model manifest's inputs, `statistic` by
+# the monitoring code, `slice`/`value` by the configured slice fields and a per-field cap
+# (streams.monitoring.quality.MAX_SLICE_VALUES), `topic`/`partition` by the topics we own.
+
+CONSUMER_LAG = Gauge(
+    "consumer_lag",
+    "Records between a partition's high watermark and this worker's position in it.",
+    ["topic", "partition"],
+    namespace=_NS,
+)
+FEATURE_ROWS = Counter(
+    "feature_rows",
+    "Rows assembled for a model (the denominator of the missing-feature rate).",
+    ["model"],
+    namespace=_NS,
+)
+FEATURE_MISSING_BY_FEATURE = Counter(
+    "feature_missing_by_feature",
+    "Rows whose input was missing and replaced by the manifest default, per input reference.",
+    ["model", "feature"],
+    namespace=_NS,
+)
+FEATURE_AGE_SECONDS = Histogram(
+    "feature_age_seconds",
+    "Age of a served online feature value (event time minus the feature's timestamp).",
+    ["view"],
+    namespace=_NS,
+    buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400, 30 * 86400),
+)
+MODEL_LOADED = Gauge(
+    "model_loaded",
+    "1 for each model version and variant this worker serves (0 once unloaded).",
+    ["model", "version", "variant"],
+    namespace=_NS,
+)
+DRIFT = Gauge(
+    "drift",
+    "Drift of an input (or 'score') against the reference profile, last closed window.",
+    ["model", "version", "variant", "feature", "statistic"],
+    namespace=_NS,
+)
+DRIFT_WINDOWS = Counter(
+    "drift_windows",
+    "Tumbling drift windows closed, by outcome (drift: a threshold was crossed).",
+    ["model", "version", "variant", "outcome"],
+    namespace=_NS,
+)
+QUALITY = Gauge(
+    "quality",
+    "Online quality over the sliding window of labelled predictions.",
+    ["model", "version", "variant", "statistic"],
+    namespace=_NS,
+)
+QUALITY_SLICE = Gauge(
+    "quality_slice",
+    "Online quality over the sliding window, per value of a configured event field.",
+    ["model", "version", "variant", "slice", "value", "statistic"],
+    namespace=_NS,
+)
+LABEL_JOINS = Counter(
+    "label_joins",
+    "Label-join outcomes: joined (a pair), waiting_label/waiting_prediction (kept for later), "
+    "duplicate, expired_unlabelled, expired_label_only.",
+    ["outcome"],
+    namespace=_NS,
+)
+LABELLED_PREDICTIONS = Counter(
+    "labelled_predictions",
+    "Predictions joined with their label, per model version and variant.",
+    ["model", "version", "variant"],
+    namespace=_NS,
+)
+PREDICTIONS_AWAITING_LABEL = Gauge(
+    "predictions_awaiting_label",
+    "Entries in the label-join table of this worker's partitions.",
+    namespace=_NS,
+)
+SIGNALS = Counter(
+    "signals", "Records published to the signals topic, by kind.", ["kind"], namespace=_NS
+)
+FALLBACKS = Counter(
+    "fallbacks",
+    "Predictions decided by the fallback policy instead of the model, by reason.",
+    ["model", "reason"],
+    namespace=_NS,
+)

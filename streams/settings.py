@@ -170,4 +170,5 @@ class Settings(BaseSettings):
     @property
     def data_dir(self) -> Path:
         """Where the example's offline parquet lives (inside the Feast repo, like its templates)."""
-        return self.feature_repo / "data"
+        # Absolute: Feast resolves relative paths against the repo, not the cwd.
+        return (self.feature_repo / "data").resolve()

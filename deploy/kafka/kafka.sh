@@ -23,6 +23,8 @@
 #   KAFKA_STOP_TIMEOUT     seconds to wait before SIGKILL (default 30)
 #   MAVEN_REPO_LOCAL       Maven local repository (default: Maven's own, ~/.m2)
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 POM="$HERE/pom.xml"
@@ -214,17 +216,7 @@ stop() {
         log "not running"
         return 0
     fi
-    kill -TERM "$pid"
-    local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null; do
-        if (( SECONDS >= deadline )); then
-            log "pid $pid still alive after ${KAFKA_STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.2
-    done
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    terminate "$pid" "$KAFKA_STOP_TIMEOUT"
     rm -f "$PIDFILE"
     log "stopped pid $pid"
 }

@@ -24,7 +24,8 @@ from typing import Any
 import onnx
 
 from models.errors import ModelError, ModelIntegrityError, ModelNotFound, ModelSignatureError
-from models.manifest import Decision, Lineage, ModelInput, ModelManifest
+from models.manifest import Decision, HistoryEntry, Lineage, ModelInput, ModelManifest
+from models.rollout import RolloutState
 from models.scoring import LoadedModel, OnnxScorer
 
 __all__ = ["ModelRegistry", "sha256_bytes"]
@@ -128,6 +129,43 @@ class ModelRegistry:
         state["champion"] = version
         _atomic_write(self.root / name / STATE_FILE, json.dumps(state, indent=2).encode())
 
+    def rollout(self, name: str) -> RolloutState | None:
+        """The recorded rollout state of ``name`` (champion, canary, shadow, previous)."""
+        champion = self.champion(name)
+        if champion is None:
+            return None
+        state = self._state(name)
+        state.setdefault("model", name)
+        state["champion"] = champion
+        try:
+            return RolloutState.model_validate(state)
+        except ValueError as exc:
+            raise ModelError(f"rollout state of model {name!r} is invalid: {exc}") from exc
+
+    def save_rollout(self, state: RolloutState) -> None:
+        """Record ``state`` (what the CLI also publishes on ``control``)."""
+        for version in filter(None, [state.champion, state.shadow, *state.previous]):
+            if version not in self.versions(state.model):
+                raise ModelNotFound(state.model, version, str(self.root))
+        if state.canary and state.canary.version not in self.versions(state.model):
+            raise ModelNotFound(state.model, state.canary.version, str(self.root))
+        _atomic_write(
+            self.root / state.model / STATE_FILE, state.model_dump_json(indent=2).encode()
+        )
+
+    def add_history(self, name: str, version: str, entry: HistoryEntry) -> ModelManifest:
+        """Append a lifecycle step to the version's manifest (the model card's history).
+
+        The manifest is not covered by the ONNX hash, so it may change; the model may not.
+        """
+        manifest = self.manifest(name, version)
+        updated = manifest.model_copy(update={"history": [*manifest.history, entry]})
+        _atomic_write(
+            self.root / name / str(version) / MANIFEST_FILE,
+            updated.model_dump_json(indent=2).encode(),
+        )
+        return updated
+
     def load(self, name: str, version: str, intra_op_threads: int = 1) -> LoadedModel:
         """Hash-check and load a version; ``ModelIntegrityError`` if the file was altered."""
         version = str(version)
@@ -140,6 +178,10 @@ class ModelRegistry:
         actual = sha256_bytes(data)
         if actual != manifest.sha256:
             raise ModelIntegrityError(name, version, manifest.sha256, actual)
+        try:
+            onnx.checker.check_model(onnx.load_from_string(data))
+        except Exception as exc:
+            raise ModelSignatureError(name, version, [f"onnx.checker refused it: {exc}"]) from exc
         # The session is built from the very bytes that were hashed.
         scorer = OnnxScorer(path, manifest, intra_op_threads, model_bytes=data)
         return LoadedModel(manifest=manifest, path=path, scorer=scorer)
@@ -160,6 +202,7 @@ class ModelRegistry:
         metrics: Mapping[str, float] | None = None,
         profile: Mapping[str, Any] | None = None,
         created_at: datetime | None = None,
+        **extra: Any,
     ) -> ModelManifest:
         """Check the ONNX model, store it as the next version and return its manifest.
 
@@ -187,7 +230,14 @@ class ModelRegistry:
             "lineage": lineage,
             "metrics": dict(metrics or {}),
             "profile": dict(profile or {}),
+            # fallback, event_schema, card: optional manifest fields, validated below
+            **extra,
         }
+        fields.setdefault("history", [])
+        fields["history"] = [
+            *fields["history"],
+            HistoryEntry(at=fields["created_at"], action="registered"),
+        ]
         draft = ModelManifest.model_validate({**fields, "version": "0"})
         OnnxScorer(folder / MODEL_FILE, draft, model_bytes=data)  # signature check only
 

@@ -34,7 +34,15 @@ from threadpoolctl import threadpool_limits
 from features.fraud_data import OfflineData, generate_offline_data, offline_data_from_dir
 from features.store import OnlineStoreConfig, apply_repo, materialize, open_store
 from models.errors import ModelError
-from models.manifest import Decision, Lineage, ModelInput, ModelManifest
+from models.manifest import (
+    Decision,
+    FallbackPolicy,
+    FallbackRule,
+    Lineage,
+    ModelCard,
+    ModelInput,
+    ModelManifest,
+)
 from models.registry import ModelRegistry
 from models.scoring import OnnxScorer
 
@@ -65,6 +73,8 @@ class TrainingConfig:
     threads: int = 1
     profile_bins: int = 10
     code_version: str | None = None
+    # A row missing more than this share of its features is decided by the fallback rule.
+    max_missing_fraction: float = 0.99
 
 
 @contextmanager
@@ -409,6 +419,32 @@ def train_model(
         "metrics": metrics,
         # The hold-out is the newest, unsampled traffic: the reference for drift.
         "profile": reference_profile(test_x, inputs, sk_scores, config.profile_bins),
+        # When the model or the online store fails: review what is far above a typical
+        # ticket, approve the rest (the business's pre-model rule).
+        "fallback": FallbackPolicy(
+            rules=[
+                FallbackRule(
+                    field="amount",
+                    min=float(np.quantile(frame.loc[~is_test, "amount"], 0.99)),
+                    score=review_at,
+                    decision="review",
+                )
+            ],
+            default_score=0.0,
+            default_decision="approve",
+            max_missing_fraction=config.max_missing_fraction,
+        ),
+        "card": ModelCard(
+            intended_use="Score card transactions for fraud in real time: approve, send to "
+            "manual review or decline. Decision support for the fraud team, not a sole "
+            "basis for action against a card holder.",
+            known_limits=[
+                "Trained on synthetic transactions of the example generator.",
+                "New users and merchants get training-median features (features_missing).",
+                "Thresholds target alert rates on the hold-out; re-check after drift.",
+            ],
+            owner="fraud",
+        ),
     }
     _check_onnx_matches(onnx_bytes, fields, _onnx_columns(test_x, inputs), sk_scores, config)
     return registry.register(name, onnx_bytes, **fields)

@@ -1,7 +1,9 @@
 """The Faust app: topics and the scoring agent.
 
-In: raw records of the ``events`` topic. Out: prediction records to ``predictions`` and
-dead letters to ``deadletter``. The agent is a thin loop: it takes micro-batches of
+In: raw records of the ``events`` topic. Out: prediction records to ``predictions``,
+shadow predictions to ``predictions-shadow`` and dead letters to ``deadletter``. Rollout
+commands from ``control`` reach the pipeline through :class:`ControlFollower`, a task
+beside the agent. The agent is a thin loop: it takes micro-batches of
 events, hands them to :class:`streams.pipeline.ScoringPipeline`, publishes the results
 and waits for the broker to acknowledge every one of them before the batch's offsets
 are acked (``take_events`` acks after the loop body), so an offset is committed only
@@ -25,6 +27,7 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT, TopicT
 
 from streams import metrics
+from streams.control import ControlFollower
 from streams.pipeline import Inbound, Outbound, ScoringPipeline
 from streams.settings import Settings
 
@@ -108,7 +111,10 @@ async def publish(
 
 
 def build_app(
-    settings: Settings, pipeline: ScoringPipeline, ready_file: Path | None = None
+    settings: Settings,
+    pipeline: ScoringPipeline,
+    ready_file: Path | None = None,
+    control: ControlFollower | None = None,
 ) -> faust.App:
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
     app = faust.App(
@@ -132,7 +138,20 @@ def build_app(
     outputs = {
         "predictions": raw_topic(app, settings.topic("predictions"), settings.partitions),
         "deadletter": raw_topic(app, settings.topic("deadletter"), settings.partitions),
+        "predictions-shadow": raw_topic(
+            app, settings.topic("predictions-shadow"), settings.partitions
+        ),
     }
+
+    if control is not None:
+        # A plain task, not an agent: every worker must read every control record, and an
+        # agent would share the topic's partition within the consumer group.
+        @app.task
+        async def follow_control() -> None:
+            try:
+                await control.follow()
+            finally:
+                await control.stop()
 
     @app.agent(events, name="score")
     async def score(stream: StreamT) -> None:

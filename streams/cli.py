@@ -312,6 +312,104 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from features.store import open_store
+    from models.training import TrainingConfig, train_model
+    from streams.worker import online_store_config
+
+    logging.getLogger().setLevel(logging.INFO)
+    settings = _settings(args)
+    store = open_store(settings.feature_repo, online_store_config(settings))
+    registry = lifecycle_registry(settings)
+    config = TrainingConfig(max_iter=args.max_iter) if args.max_iter else TrainingConfig()
+    manifest = train_model(
+        store, settings.data_dir, registry, name=args.name, seed=args.seed, config=config
+    )
+    state = "champion" if registry.champion(args.name) == manifest.version else "candidate"
+    print(
+        f"registered {manifest.name} v{manifest.version} as {state}: "
+        + ", ".join(f"{k}={manifest.metrics[k]:.4f}" for k in ("roc_auc", "pr_auc"))
+        + f"; data sha256 {manifest.lineage.data_sha256[:12]}, rows {manifest.lineage.rows}"
+    )
+    print(f"next: streamscore models promote {manifest.version}  (or canary / shadow)")
+    return 0
+
+
+def lifecycle_registry(settings: Settings) -> Any:
+    from streams.lifecycle import registry_of
+
+    return registry_of(settings)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from streams import lifecycle
+
+    settings = _settings(args)
+    name = args.model or settings.model_name
+    if args.action == "list":
+        rows = lifecycle.list_models(settings, args.model)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'model':<10} {'ver':>4} {'state':<10} {'roc_auc':>8} {'pr_auc':>7} lineage")
+        for r in rows:
+            m = r["metrics"]
+            state = r["state"] + (f" {r['percent']:g}%" if "percent" in r else "")
+            lin = r["lineage"]
+            print(
+                f"{r['name']:<10} {r['version']:>4} {state:<10} "
+                f"{m.get('roc_auc', m.get('mae', float('nan'))):>8.4f} "
+                f"{m.get('pr_auc', m.get('rmse', float('nan'))):>7.4f} "
+                f"{lin['feature_service']} {lin['start'][:10]}..{lin['end'][:10]} "
+                f"rows={lin['rows']} data={lin['data_sha256']}"
+            )
+        return 0
+    if args.action == "show":
+        print(lifecycle.show(settings, args.model or settings.model_name, args.version))
+        return 0
+    if args.action == "register":
+        manifest = lifecycle.register(settings, Path(args.onnx), Path(args.manifest))
+        print(f"registered {manifest.name} v{manifest.version} (sha256 {manifest.sha256[:12]})")
+        return 0
+    action = {"canary-off": "clear-canary", "shadow-off": "clear-shadow"}.get(
+        args.action, args.action
+    )
+    workers = args.workers
+    if workers is None:
+        # Wait for the workers `up` started; a deployment passes --workers N itself.
+        from streams import stack
+
+        state_file = stack.StackState.load(stack.state_path(settings))
+        workers = len(
+            [w for w in (state_file.workers if state_file else []) if stack.alive(w["pid"])]
+        )
+    report = lifecycle.rollout(
+        settings,
+        name,
+        action,
+        version=getattr(args, "version", None),
+        percent=getattr(args, "percent", None),
+        force=getattr(args, "force", False),
+        reason=args.reason,
+        wait_workers=workers or None,
+        wait_s=args.wait if workers or args.workers is not None else 0.0,
+    )
+    state = report["state"]
+    canary = state["canary"]
+    print(
+        f"{name} rollout #{state['seq']} ({action}) published: champion v{state['champion']}"
+        + (f", canary v{canary['version']} {canary['percent']:g}%" if canary else "")
+        + (f", shadow v{state['shadow']}" if state["shadow"] else "")
+    )
+    if report["gate"]:
+        print(f"quality gate: {report['gate']}")
+    for ack in report["acks"]:
+        print(f"  {ack['worker']}: {ack['event']} {ack['after_s']}s after issue")
+    if args.wait:
+        print(f"{len(report['acks'])} worker(s) acknowledged within {report['waited_s']}s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamscore", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -386,7 +484,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     p.add_argument("--json", help="write the results to this path")
     p.set_defaults(func=cmd_bench)
+
+    p = common(
+        sub.add_parser(
+            "train", help="point-in-time training set from Feast, train, register a candidate"
+        )
+    )
+    p.add_argument("--online-store", choices=["sqlite", "redis"])
+    p.add_argument("--name", default="fraud")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--max-iter", type=int, help="boosting iterations (default: the example's)")
+    p.set_defaults(func=cmd_train)
+
+    models = sub.add_parser("models", help="the registry and live rollout through control")
+    msub = models.add_subparsers(dest="action", required=True)
+
+    def model_cmd(action: str, help_text: str) -> argparse.ArgumentParser:
+        mp = common(msub.add_parser(action, help=help_text))
+        mp.add_argument("--model", help="model name (default: STREAMSCORE_MODEL_NAME)")
+        mp.set_defaults(func=cmd_models)
+        return mp
+
+    mp = model_cmd("list", "versions, state, metrics and lineage")
+    mp.add_argument("--json", action="store_true")
+    mp = model_cmd("show", "the model card of one version")
+    mp.add_argument("name_", metavar="NAME", nargs="?", help="model name")
+    mp.add_argument("version")
+    mp.set_defaults(func=_show_compat)
+    mp = model_cmd("register", "register an ONNX file with its manifest JSON as a candidate")
+    mp.add_argument("--onnx", required=True)
+    mp.add_argument("--manifest", required=True)
+    for action, help_text in (
+        ("promote", "make VERSION the champion (quality gate first)"),
+        ("canary", "route --percent of entities to VERSION"),
+        ("shadow", "score every event with VERSION too, to predictions-shadow"),
+        ("rollback", "back to the previous champion (stops canary and shadow)"),
+        ("canary-off", "stop the canary"),
+        ("shadow-off", "stop the shadow"),
+    ):
+        mp = model_cmd(action, help_text)
+        if action in ("promote", "canary", "shadow"):
+            mp.add_argument("version")
+        if action == "canary":
+            mp.add_argument("--percent", type=float, required=True)
+        if action == "promote":
+            mp.add_argument("--force", action="store_true", help="override the quality gate")
+        mp.add_argument("--reason", help="why (required with --force; kept in the history)")
+        mp.add_argument(
+            "--wait", type=float, default=10.0, help="seconds to wait for workers' acks (0: no)"
+        )
+        mp.add_argument("--workers", type=int, help="return once this many workers applied it")
     return parser
+
+
+def _show_compat(args: argparse.Namespace) -> int:
+    """``models show NAME VERSION`` or ``models show VERSION`` (default model)."""
+    if args.name_:
+        args.model = args.name_
+    return cmd_models(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

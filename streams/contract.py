@@ -10,6 +10,7 @@ and ignored. Pydantic does the checking; strict mode so ``"12"`` is not a number
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -79,3 +80,31 @@ def validate_event(obj: dict[str, Any]) -> dict[str, Any]:
     normalised = dict(obj)
     normalised.update(event.model_dump(exclude=set(event.model_extra or ())))
     return normalised
+
+
+def validate_with_schema(obj: dict[str, Any], schema: Mapping[str, str]) -> dict[str, Any]:
+    """The contract a model's manifest declares (``event_schema``), for use cases
+    other than card transactions: ``event_id`` and ``event_time`` are always required,
+    then each declared field with its type (``string``, ``number``, ``timestamp``).
+    """
+    out = dict(obj)
+    wanted = {"event_id": "string", "event_time": "timestamp"} | dict(schema)
+    for name, kind in wanted.items():
+        if name not in obj or obj[name] is None:
+            raise ContractViolation(name, "required field is missing")
+        value = obj[name]
+        if kind == "string":
+            if not isinstance(value, str) or not value:
+                raise ContractViolation(name, f"expected a non-empty string (got {value!r:.80})")
+        elif kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ContractViolation(name, f"expected a number (got {value!r:.80})")
+            if not math.isfinite(value):
+                raise ContractViolation(name, f"expected a finite number (got {value!r:.80})")
+            out[name] = float(value)
+        else:
+            try:
+                out[name] = _parse_event_time(value)
+            except ValueError as exc:
+                raise ContractViolation(name, str(exc)) from None
+    return out

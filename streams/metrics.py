@@ -60,6 +60,7 @@ def serve(host: str, port: int) -> None:
     if port:
         start_http_server(port, addr=host)
 
+
 # --- issue 4: feedback loop and observability -------------------------------------------
 # Labels stay bounded: `feature` is bounded by the model manifest's inputs, `statistic` by
 # the monitoring code, `slice`/`value` by the configured slice fields and a per-field cap
@@ -145,5 +146,38 @@ FALLBACKS = Counter(
     "fallbacks",
     "Predictions decided by the fallback policy instead of the model, by reason.",
     ["model", "reason"],
+    namespace=_NS,
+)
+
+# --- issue 3: model lifecycle (rollout through `control`, shadow, fallback) ---------------
+
+SHADOW_FAILED = Counter(
+    "shadow_failed",
+    "Events the shadow model could not score (no shadow record; the main record is unaffected).",
+    ["model"],
+    namespace=_NS,
+)
+CONTROL_COMMANDS = Counter(
+    "control_commands",
+    "Rollout states read from the control topic, by outcome (applied, refused, ignored).",
+    ["model", "outcome"],
+    namespace=_NS,
+)
+CONTROL_APPLY_SECONDS = Histogram(
+    "control_apply_seconds",
+    "From a rollout command being issued to this worker serving it.",
+    namespace=_NS,
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+ROLLOUT_SEQ = Gauge(
+    "rollout_seq",
+    "Sequence number of the rollout state this worker serves.",
+    ["model"],
+    namespace=_NS,
+)
+CANARY_PERCENT = Gauge(
+    "canary_percent",
+    "Share of entities routed to the canary, in percent.",
+    ["model"],
     namespace=_NS,
 )

@@ -6,7 +6,11 @@ a prediction (``predictions``) or a dead letter (``deadletter``, original key an
 headers saying why). Nothing is dropped: ``len(out) == len(in)`` for every batch.
 
 Stages: decode -> validate (data contract, duplicates) -> enrich (one online lookup per
-batch) -> score (one ONNX Runtime call per batch) -> build records. The agent in
+batch) -> route (champion / canary by entity hash) -> score (one ONNX Runtime call per
+model per batch; the shadow model scores every event too, to ``predictions-shadow``)
+-> build records. When the model raises, the online store is down or a row misses too
+many features, the manifest's fallback policy answers (``fallback: <reason>``); without
+a policy those events are dead-lettered at enrich/score. The agent in
 :mod:`streams.app` only moves records between Kafka and :meth:`ScoringPipeline.process`.
 """
 
@@ -26,15 +30,16 @@ import numpy as np
 from features.online import OnlineFeatureSource
 from features.store import FeatureStoreUnavailable
 from models.assembly import assemble_inputs, entity_rows
-from models.registry import LoadedModel
+from models.manifest import ModelManifest
+from models.routing import RoutingTable, ServingModel
 from streams import metrics
 from streams.codec import decode_event, encode
-from streams.contract import validate_event
+from streams.contract import validate_event, validate_with_schema
 from streams.errors import DuplicateEvent, EnrichFailed, PipelineError, ScoreFailed
 
 log = logging.getLogger(__name__)
 
-Destination = Literal["predictions", "deadletter"]
+Destination = Literal["predictions", "predictions-shadow", "deadletter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,31 +112,59 @@ def _rfc3339(ts: datetime) -> str:
 
 
 class ScoringPipeline:
-    """Turns micro-batches of consumed records into predictions and dead letters."""
+    """Turns micro-batches of consumed records into predictions and dead letters.
+
+    It scores with a :class:`RoutingTable` (champion, canary by entity hash, shadow).
+    :meth:`swap` replaces the table; :meth:`process` reads it once per batch, so a
+    rollout command takes effect between two micro-batches, never inside one.
+    """
 
     def __init__(
         self,
-        model: LoadedModel,
+        routing: RoutingTable | ServingModel,
         features: OnlineFeatureSource,
         config: PipelineConfig | None = None,
-        variant: str = "champion",
     ) -> None:
-        self.model = model
+        self._routing = (
+            routing if isinstance(routing, RoutingTable) else RoutingTable.single(routing)
+        )
         self.features = features
         self.config = config or PipelineConfig()
-        self.variant = variant
-        self._refs = model.manifest.feature_refs()
         self._seen = RecentIds(self.config.dedupe_window)
 
+    @property
+    def routing(self) -> RoutingTable:
+        return self._routing
+
+    @property
+    def model(self) -> ServingModel:
+        """The champion."""
+        return self._routing.champion
+
+    def swap(self, routing: RoutingTable) -> RoutingTable:
+        """Serve ``routing`` from the next batch on; return the table it replaces."""
+        old, self._routing = self._routing, routing
+        return old
+
+    def _validate(self, manifest: ModelManifest, record: Inbound) -> dict[str, Any]:
+        obj = decode_event(record.value, self.config.max_event_bytes)
+        if manifest.event_schema is None:
+            return validate_event(obj)
+        return validate_with_schema(obj, manifest.event_schema)
+
     async def process(self, batch: Sequence[Inbound]) -> list[Outbound]:
-        """Route every record of ``batch`` to exactly one outbound record, in order."""
+        """Route every record of ``batch`` to exactly one outbound record, in order.
+
+        Shadow predictions (``predictions-shadow``) follow the batch's own records.
+        """
+        routing = self._routing  # one table for the whole batch
         out: list[Outbound | None] = [None] * len(batch)
         valid_idx: list[int] = []
         valid_events: list[dict[str, Any]] = []
         started = time.perf_counter()
         for i, record in enumerate(batch):
             try:
-                event = validate_event(decode_event(record.value, self.config.max_event_bytes))
+                event = self._validate(routing.champion.manifest, record)
                 if not self._seen.add(event["event_id"]):
                     raise DuplicateEvent(event["event_id"])
             except PipelineError as exc:
@@ -141,49 +174,146 @@ class ScoringPipeline:
             valid_events.append(event)
         metrics.STAGE_SECONDS.labels("validate").observe(time.perf_counter() - started)
 
+        shadow_out: list[Outbound] = []
         if valid_events:
             try:
-                scored = await self._enrich_and_score(valid_events)
+                scored, shadow = await self._enrich_and_score(routing, valid_events)
             except PipelineError as exc:
                 for i, event in zip(valid_idx, valid_events, strict=True):
                     self._seen.forget(event["event_id"])
                     out[i] = dead_letter(batch[i], exc)
             else:
-                for i, prediction in zip(valid_idx, scored, strict=True):
-                    out[i] = self._prediction(batch[i], prediction)
+                for i, event, prediction in zip(valid_idx, valid_events, scored, strict=True):
+                    if isinstance(prediction, PipelineError):
+                        self._seen.forget(event["event_id"])
+                        out[i] = dead_letter(batch[i], prediction)
+                    else:
+                        out[i] = self._prediction(batch[i], prediction)
+                for i, prediction in shadow:
+                    shadow_out.append(self._prediction(batch[valid_idx[i]], prediction))
 
         result = [o for o in out if o is not None]
         assert len(result) == len(batch), "every inbound record needs one outbound record"
         for o in result:
             if o.destination == "deadletter":
                 metrics.DEADLETTERS.labels(dict(o.headers)["error.stage"].decode()).inc()
-        return result
+        return result + shadow_out
 
-    async def _enrich_and_score(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        manifest = self.model.manifest
+    async def _features(
+        self, routing: RoutingTable, events: list[dict[str, Any]]
+    ) -> tuple[dict[str, dict[str, list[Any]] | None], EnrichFailed | None]:
+        """One lookup per distinct (feature refs, entity keys) among the served models.
+
+        Champion and canary usually read the same features, so that is one lookup.
+        A failed lookup maps to None (the fallback policy may answer instead).
+        """
         started = time.perf_counter()
-        features = await self._fetch(events)
-        enriched = time.perf_counter()
-        metrics.STAGE_SECONDS.labels("enrich").observe(enriched - started)
+        fetched: dict[str, dict[str, list[Any]] | None] = {}
+        by_group: dict[tuple[Any, ...], dict[str, list[Any]] | None] = {}
+        error: EnrichFailed | None = None
+        for model in routing.models():
+            manifest = model.manifest
+            group = (tuple(manifest.feature_refs()), tuple(manifest.entity_keys.items()))
+            if group not in by_group:
+                try:
+                    by_group[group] = await self._fetch(manifest, events)
+                except EnrichFailed as exc:
+                    by_group[group], error = None, exc
+            fetched[manifest.version] = by_group[group]
+        metrics.STAGE_SECONDS.labels("enrich").observe(time.perf_counter() - started)
+        return fetched, error
+
+    async def _enrich_and_score(
+        self, routing: RoutingTable, events: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any] | PipelineError], list[tuple[int, dict[str, Any]]]]:
+        """Main predictions (or per-event errors) in event order, and shadow predictions."""
+        features, error = await self._features(routing, events)
+        if error is not None and routing.champion.manifest.fallback is None:
+            raise error  # no policy: the batch is dead-lettered at enrich, as before
+        started = time.perf_counter()
+        on_canary = routing.split(events)
+        main: list[dict[str, Any] | PipelineError | None] = [None] * len(events)
+        for model, variant, wanted in (
+            (routing.champion, "champion", False),
+            (routing.canary, "canary", True),
+        ):
+            if model is None:
+                continue
+            idx = [i for i, c in enumerate(on_canary) if c == wanted]
+            if not idx:
+                continue
+            rows = features[model.manifest.version]
+            subset = [events[i] for i in idx]
+            part = self._score_with(model, variant, subset, _take(rows, idx), error)
+            for i, prediction in zip(idx, part, strict=True):
+                main[i] = prediction
+        shadow: list[tuple[int, dict[str, Any]]] = []
+        if routing.shadow is not None:
+            rows = features[routing.shadow.manifest.version]
+            for i, prediction in enumerate(
+                self._score_with(routing.shadow, "shadow", events, rows, error)
+            ):
+                if isinstance(prediction, PipelineError):
+                    # never affects the main record; counted, logged once in _score_with
+                    metrics.SHADOW_FAILED.labels(routing.shadow.manifest.name).inc()
+                else:
+                    shadow.append((i, prediction))
+        metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - started)
+        assert all(m is not None for m in main)
+        return [m for m in main if m is not None], shadow
+
+    def _score_with(
+        self,
+        model: ServingModel,
+        variant: str,
+        events: list[dict[str, Any]],
+        features: dict[str, list[Any]] | None,
+        enrich_error: EnrichFailed | None,
+    ) -> list[dict[str, Any] | PipelineError]:
+        """Score ``events`` with one model; the fallback policy answers where it must."""
+        manifest = model.manifest
+        policy = manifest.fallback
+        refs = manifest.feature_refs()
+        scored_at = datetime.now(UTC)
+        if features is None:
+            if policy is None:
+                err: PipelineError = enrich_error or EnrichFailed("online store unavailable")
+                return [err] * len(events)
+            return [
+                self._fallback(manifest, variant, e, "features_unavailable", refs, scored_at)
+                for e in events
+            ]
         try:
             batch = assemble_inputs(manifest, events, features)
-            scores = np.asarray(self.model.scorer.score_batch(batch.columns), dtype=np.float64)
+            scores = np.asarray(model.scorer.score_batch(batch.columns), dtype=np.float64)
+            if scores.shape != (len(events),):
+                raise ValueError(f"model returned shape {scores.shape} for {len(events)} rows")
         except Exception as exc:  # any model failure is this batch's, not the worker's
             log.exception("model %s v%s failed on a batch", manifest.name, manifest.version)
-            raise ScoreFailed(f"{type(exc).__name__}: {exc}") from exc
-        metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - enriched)
-        scored_at = datetime.now(UTC)
+            if policy is None:
+                return [ScoreFailed(f"{type(exc).__name__}: {exc}")] * len(events)
+            return [
+                self._fallback(manifest, variant, e, "model_error", [], scored_at) for e in events
+            ]
         keys = list(manifest.entity_keys.items())
-        records = []
+        records: list[dict[str, Any] | PipelineError] = []
         missing_features = batch.features_missing(manifest)
+        limit = policy.max_missing_fraction if policy else None
         for event, score, missing in zip(events, scores.tolist(), missing_features, strict=True):
+            if missing:
+                metrics.FEATURES_MISSING.labels(manifest.name).inc(len(missing))
+            if limit is not None and refs and len(missing) / len(refs) > limit:
+                records.append(
+                    self._fallback(manifest, variant, event, "features_missing", missing, scored_at)
+                )
+                continue
             records.append(
                 {
                     "event_id": event["event_id"],
                     "entity": {key: event.get(fld) for key, fld in keys},
                     "model": manifest.name,
                     "version": manifest.version,
-                    "variant": self.variant,
+                    "variant": variant,
                     "score": score,
                     "decision": manifest.decide(score),
                     "fallback": None,
@@ -192,18 +322,44 @@ class ScoringPipeline:
                     "scored_at": scored_at,
                 }
             )
-            if missing:
-                metrics.FEATURES_MISSING.labels(manifest.name).inc(len(missing))
         return records
 
-    async def _fetch(self, events: list[dict[str, Any]]) -> dict[str, list[Any]]:
-        if not self._refs:
+    @staticmethod
+    def _fallback(
+        manifest: ModelManifest,
+        variant: str,
+        event: dict[str, Any],
+        reason: str,
+        missing: list[str],
+        scored_at: datetime,
+    ) -> dict[str, Any]:
+        score, decision = manifest.fallback_score(event)
+        metrics.FALLBACKS.labels(manifest.name, reason).inc()
+        return {
+            "event_id": event["event_id"],
+            "entity": {key: event.get(fld) for key, fld in manifest.entity_keys.items()},
+            "model": manifest.name,
+            "version": manifest.version,
+            "variant": variant,
+            "score": score,
+            "decision": decision,
+            "fallback": reason,
+            "features_missing": list(missing),
+            "event_time": _rfc3339(event["event_time"]),
+            "scored_at": scored_at,
+        }
+
+    async def _fetch(
+        self, manifest: ModelManifest, events: list[dict[str, Any]]
+    ) -> dict[str, list[Any]]:
+        refs = manifest.feature_refs()
+        if not refs:
             return {}
-        rows = entity_rows(self.model.manifest, events)
+        rows = entity_rows(manifest, events)
         attempt = 0
         while True:
             try:
-                return await self.features.fetch(self._refs, rows)
+                return await self.features.fetch(refs, rows)
             except FeatureStoreUnavailable as exc:
                 attempt += 1
                 if attempt > self.config.enrich_retries:
@@ -219,8 +375,16 @@ class ScoringPipeline:
             metrics.END_TO_END_SECONDS.observe(max(latency_ms, 0) / 1000)
         prediction["scored_at"] = _rfc3339(scored_at)
         prediction["latency_ms"] = latency_ms
+        variant = prediction["variant"]
         metrics.PREDICTIONS.labels(
-            prediction["model"], prediction["version"], self.variant, prediction["decision"]
+            prediction["model"], prediction["version"], variant, prediction["decision"]
         ).inc()
         key = record.key or str(next(iter(prediction["entity"].values()), "")).encode()
-        return Outbound("predictions", key, encode(prediction))
+        destination: Destination = "predictions-shadow" if variant == "shadow" else "predictions"
+        return Outbound(destination, key, encode(prediction))
+
+
+def _take(features: dict[str, list[Any]] | None, idx: list[int]) -> dict[str, list[Any]] | None:
+    if features is None:
+        return None
+    return {ref: [values[i] for i in idx] for ref, values in features.items()}

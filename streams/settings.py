@@ -122,6 +122,68 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # --- feedback loop and monitoring (streams/monitoring) ---
+
+    topic_labelled: str = "predictions-labelled"
+    """Predictions joined with their label (one record per pair): what online quality
+    is computed from, and ground truth for the next training set."""
+
+    topic_feedback_join: str = "feedback-join"
+    """Internal: predictions, labels and event context re-keyed by event id, so that the
+    label join sees both sides of an event in one partition whatever their producers' keys."""
+
+    topic_features_served: str = "features-served"
+    """The served-feature log: the feature vector each prediction used."""
+
+    served_features_log: bool = False
+    """Publish the served-feature log (off by default: it doubles the output volume)."""
+
+    label_join_retention_s: float = Field(default=7 * 86400, gt=0)
+    """How long a prediction waits for its label (and a label for its prediction) in the
+    join table before it is expired and counted as unlabelled."""
+
+    monitor_slice_fields: str = "channel,country"
+    """Comma-separated event fields whose values slice online quality, so a model failing
+    one segment shows ("" for none). A string, not a list, so that it survives the
+    ``STREAMSCORE_*`` environment of child processes as is."""
+
+    monitor_positive_decisions: str = "review,decline"
+    """Comma-separated decisions that count as a positive prediction (precision, recall)."""
+
+    quality_window_pairs: int = Field(default=1000, ge=10)
+    """Sliding window of labelled predictions per model version and variant."""
+
+    quality_emit_every: int = Field(default=100, ge=1)
+    """Publish a quality signal and update the gauges every this many new pairs."""
+
+    quality_min_pairs: int = Field(default=50, ge=2)
+    """Fewest pairs (per version, per slice) before quality figures are reported."""
+
+    quality_min_roc_auc: float = Field(default=0.75, ge=0, le=1)
+    """A window whose ROC AUC is below this counts as a quality breach (retrain trigger)."""
+
+    drift_window_events: int = Field(default=1000, ge=10)
+    """Size of the tumbling drift window, in scored events per model version and variant."""
+
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    """PSI above this is drift (0.1-0.2 moderate, above 0.2 significant by convention)."""
+
+    drift_ks_threshold: float = Field(default=0.15, gt=0, le=1)
+    """KS distance (on the reference bins) above this is drift, for numeric inputs and score."""
+
+    retrain_after_windows: int = Field(default=3, ge=1)
+    """Consecutive drifting (or quality-breaching) windows that emit a retrain signal."""
+
+    # --- model lifecycle (issue 3: rollout through `control`, quality gate) ---
+
+    gate_tolerance: float = Field(default=0.01, ge=0)
+    """Quality gate of `models promote`: a candidate whose hold-out metrics are worse than
+    the champion's by more than this (absolute, e.g. 0.01 = one point of ROC AUC) is
+    refused unless forced with a reason."""
+
+    control_poll_s: float = Field(default=0.2, gt=0)
+    """How often a worker polls the control topic for rollout commands."""
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_env(cls, data: Any) -> Any:
@@ -149,12 +211,23 @@ class Settings(BaseSettings):
                 }
         return data
 
+    @property
+    def slice_fields(self) -> list[str]:
+        return [f.strip() for f in self.monitor_slice_fields.split(",") if f.strip()]
+
+    @property
+    def positive_decisions(self) -> list[str]:
+        return [d.strip() for d in self.monitor_positive_decisions.split(",") if d.strip()]
+
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic (``events``, ``predictions``, ...)."""
         return self.topic_prefix + getattr(self, f"topic_{name.replace('-', '_')}")
 
     def all_topics(self) -> list[str]:
         names = ["events", "predictions", "predictions_shadow", "deadletter", "labels", "signals"]
+        names += ["labelled", "feedback_join"]
+        if self.served_features_log:
+            names.append("features_served")
         return [self.topic(n) for n in names] + [self.topic("control")]
 
     @property

@@ -141,10 +141,13 @@ def _run_script(script: str, action: str, env: dict[str, str]) -> None:
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the processes we start: ours, plus every setting made explicit."""
     env = dict(os.environ)
-    for name, value in settings.model_dump(exclude_none=True).items():
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
         if name == "sasl_password":
             continue  # stays in the caller's environment, never written to stack.json
-        env[f"STREAMSCORE_{name.upper()}"] = str(value)
+        # pydantic-settings parses list/dict fields from env as JSON
+        env[f"STREAMSCORE_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, list | dict) else str(value)
+        )
     env["STREAMSCORE_HOME"] = str(settings.home.resolve())
     env["STREAMSCORE_FEATURE_REPO"] = str(settings.feature_repo.resolve())
     env["STREAMSCORE_REGISTRY_ROOT"] = str(settings.registry_path.resolve())

@@ -3,7 +3,9 @@
 In: :class:`Settings`. Start-up fails fast, before the first message, when the broker
 does not answer, the registry has no champion, the model's hash does not match, a
 feature reference of the model does not exist, or the online store does not answer.
-Then the Faust worker runs the scoring agent until SIGTERM/SIGINT.
+It then reads the ``control`` topic to its end and serves the current rollout state
+(champion, canary, shadow), and the Faust worker runs the scoring agent, plus the
+control follower, until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import faust
 from features.online import FeastOnlineSource
 from features.store import OnlineStoreConfig, open_store
 from models.registry import LoadedModel, ModelNotFound, ModelRegistry
+from models.rollout import RolloutState
+from models.routing import RoutingTable, build_routing
 from streams import metrics
 from streams.app import build_app
+from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.pipeline import PipelineConfig, ScoringPipeline
 from streams.settings import Settings
@@ -45,10 +50,27 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
     return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
-async def _prepare(settings: Settings) -> ScoringPipeline:
+def initial_routing(settings: Settings) -> RoutingTable:
+    """What the registry records (champion, canary, shadow); control may override it."""
+    registry = ModelRegistry(settings.registry_path)
+    state = registry.rollout(settings.model_name)
+    if state is None:
+        raise ModelNotFound(settings.model_name, "champion")
+    try:
+        return build_routing(registry, state)
+    except ModelNotFound:
+        raise
+    except Exception:
+        # A refused canary/shadow must not stop the champion from serving.
+        log.exception("recorded rollout of %s refused; serving its champion only", state.model)
+        return build_routing(registry, RolloutState(model=state.model, champion=state.champion))
+
+
+async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower]:
     await wait_for_broker(settings, timeout_s=30)
     await ensure_topics(settings)
-    model = load_champion(settings)
+    routing = initial_routing(settings)
+    model = routing.champion
     store = open_store(settings.feature_repo, online_store_config(settings))
     source = FeastOnlineSource(store)
     refs = model.manifest.feature_refs()
@@ -70,20 +92,26 @@ async def _prepare(settings: Settings) -> ScoringPipeline:
         dedupe_window=settings.dedupe_window,
         enrich_retries=settings.enrich_retries,
     )
-    return ScoringPipeline(model, source, config)
+    pipeline = ScoringPipeline(routing, source, config)
+    follower = ControlFollower(settings, pipeline, ModelRegistry(settings.registry_path))
+    # Before the first event: a restarted worker serves the current rollout at once.
+    await follower.start()
+    return pipeline, follower
 
 
 def run_worker(settings: Settings) -> None:
     """Prepare (fail fast), then hand the loop to Faust until stopped."""
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # the CLI configured WARNING already; start-up lines must show
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    pipeline = loop.run_until_complete(_prepare(settings))
+    pipeline, follower = loop.run_until_complete(_prepare(settings))
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    app = build_app(settings, pipeline, ready_file=ready)
+    app = build_app(settings, pipeline, ready_file=ready, control=follower)
     metrics.serve(settings.metrics_host, settings.metrics_port)
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
     try:

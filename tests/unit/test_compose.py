@@ -220,3 +220,42 @@ def test_worker_environment_is_valid_settings(
     settings = Settings()
     assert settings.online_store == "redis"
     assert settings.bootstrap_servers.startswith("kafka:")
+
+
+def test_prometheus_loads_the_alert_rules(services: dict[str, Any]) -> None:
+    mounts = mounts_of(services["prometheus"])
+    config_file = (ROOT / mounts["/etc/prometheus/prometheus.yml"]).resolve()
+    config = yaml.safe_load(config_file.read_text())
+    rules_dir = (ROOT / mounts["/etc/prometheus/rules"]).resolve()
+    assert config["rule_files"], "prometheus.yml loads no rules"
+    for pattern in config["rule_files"]:
+        # resolved relative to the config file, in the container as in the repo
+        in_container = Path("/etc/prometheus") / pattern
+        assert in_container.parent == Path("/etc/prometheus/rules"), pattern
+        assert (rules_dir / in_container.name).is_file(), pattern
+        assert (config_file.parent / pattern).is_file(), pattern
+
+
+def test_grafana_provisions_the_streamscore_dashboard(services: dict[str, Any]) -> None:
+    import json
+
+    mounts = mounts_of(services["grafana"])
+    provisioning = (ROOT / mounts["/etc/grafana/provisioning"]).resolve()
+    providers = [
+        p
+        for f in sorted((provisioning / "dashboards").glob("*.y*ml"))
+        for p in yaml.safe_load(f.read_text())["providers"]
+    ]
+    assert providers, "no dashboard provider"
+    path = providers[0]["options"]["path"]
+    dashboards = (ROOT / mounts[path]).resolve()
+    board = json.loads((dashboards / "streamscore.json").read_text())
+    titles = " ".join(p["title"] for p in board["panels"]).lower()
+    for topic in ("throughput", "latency", "decisions", "dead letters", "fallbacks", "drift"):
+        assert topic in titles, topic
+    assert "quality per version" in titles
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    assert all(e.count("(") == e.count(")") for e in exprs)
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "prometheus"

@@ -1,0 +1,86 @@
+"""A worker that runs only the feedback loop (label join, online quality, consumer lag).
+
+In: :class:`Settings` from ``STREAMSCORE_*``. Out: the agents of
+:func:`streams.monitoring.feedback.register_feedback` in a Faust worker of its own
+(consumer group ``<consumer_group>-feedback``), metrics on ``metrics_port``, and a
+ready file under ``<home>/run`` once the group is joined. Useful to run the feedback
+loop apart from scoring, and what the integration tests restart.
+
+    python -m streams.monitoring.runner
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams import metrics
+from streams.app import _credentials
+from streams.kafka import ensure_topics, wait_for_broker
+from streams.monitoring.feedback import register_feedback
+from streams.monitoring.monitor import register_lag_monitor
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ready_file(settings: Settings, pid: int | None = None) -> Path:
+    return settings.home / "run" / f"feedback-{pid or os.getpid()}.ready"
+
+
+def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.App:
+    app = faust.App(
+        f"{settings.consumer_group}-feedback",
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+    )
+    register_feedback(app, settings)
+    register_lag_monitor(app)
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def mark_ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        metrics.WORKER_READY.set(1)
+        if ready is not None:
+            ready.parent.mkdir(parents=True, exist_ok=True)
+            ready.write_text("ready\n")  # noqa: ASYNC240
+
+    return app
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(wait_for_broker(settings, timeout_s=30))
+    loop.run_until_complete(ensure_topics(settings))
+    ready = ready_file(settings)
+    ready.unlink(missing_ok=True)
+    app = build_feedback_app(settings, ready)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        ready.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from streams.codec import decode, encode
-from streams.kafka import ensure_topics, producer, reader
+from streams.kafka import ensure_topics, producer, reader, send_records
 from streams.settings import Settings
 
 
@@ -65,23 +65,11 @@ async def _send_all(
     settings: Settings, topic: str, records: Sequence[tuple[bytes, bytes]], rate: float | None
 ) -> dict[str, float]:
     """Send records; return event id -> record timestamp (ms) as the broker stored it."""
-    client = producer(settings)
-    await client.start()
-    sent_at: dict[str, float] = {}
-    try:
-        started = time.monotonic()
-        futures = []
-        for i, (key, value) in enumerate(records):
-            if rate:
-                delay = started + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            futures.append(await client.send(topic, value=value, key=key))
-        for (_, value), meta in zip(records, await asyncio.gather(*futures), strict=True):
-            sent_at[decode(value)["event_id"]] = float(meta.timestamp)
-    finally:
-        await client.stop()
-    return sent_at
+    metadata = await send_records(settings, topic, records, rate)
+    return {
+        decode(value)["event_id"]: float(meta.timestamp)
+        for (_, value), meta in zip(records, metadata, strict=True)
+    }
 
 
 async def _collect(

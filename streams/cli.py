@@ -180,22 +180,11 @@ def _file_records(path: Path) -> list[tuple[bytes | None, bytes]]:
 async def produce_records(
     settings: Settings, records: Sequence[tuple[bytes | None, bytes]], rate: float | None
 ) -> float:
-    from streams.kafka import producer
+    """Send records to the events topic; return the seconds it took."""
+    from streams.kafka import send_records
 
-    client = producer(settings)
-    await client.start()
     started = time.monotonic()
-    try:
-        futures = []
-        for i, (key, value) in enumerate(records):
-            if rate:
-                delay = started + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            futures.append(await client.send(settings.topic("events"), value=value, key=key))
-        await asyncio.gather(*futures)
-    finally:
-        await client.stop()
+    await send_records(settings, settings.topic("events"), records, rate)
     return time.monotonic() - started
 
 

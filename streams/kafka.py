@@ -12,11 +12,13 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
 
 from streams.settings import Settings
 
@@ -117,6 +119,30 @@ async def ensure_topics(settings: Settings) -> list[str]:
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     kwargs = client_kwargs(settings) | {"acks": "all", "linger_ms": 5} | overrides
     return AIOKafkaProducer(**kwargs)
+
+
+async def send_records(
+    settings: Settings,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes]],
+    rate: float | None = None,
+) -> list[RecordMetadata]:
+    """Send ``(key, value)`` records, paced to ``rate`` per second if given; return once
+    the broker acknowledged all of them, with their metadata in order."""
+    client = producer(settings)
+    await client.start()
+    try:
+        started = time.monotonic()
+        futures = []
+        for i, (key, value) in enumerate(records):
+            if rate:
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            futures.append(await client.send(topic, value=value, key=key))
+        return list(await asyncio.gather(*futures))
+    finally:
+        await client.stop()
 
 
 def reader(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:

@@ -455,3 +455,52 @@ def demo_events(
             }
         )
     return events
+
+
+def replay_events(
+    data_dir: Path,
+    n: int,
+    seed: int,
+    now: datetime | None = None,
+    recent_fraction: float = 0.2,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Events resampled from the most recent transactions, stamped ``now``, and their truth.
+
+    Unlike :func:`demo_events` (users and merchants drawn uniformly, amounts unrelated
+    to the user's usual), this keeps who buys where, how much and how often, so the
+    traffic looks like what the model's reference profile (its hold-out, the newest
+    ``recent_fraction`` of time) was computed on: no drift unless one is provoked.
+    The second list is the ground truth (``is_fraud``) of each event, for label demos.
+    """
+    if n < 0 or not 0.0 < recent_fraction <= 1.0:
+        raise ValueError(f"need n >= 0 and 0 < recent_fraction <= 1; got {n}, {recent_fraction}")
+    columns = ["event_timestamp", "user_id", "merchant_id", "amount", "country", "channel"]
+    tx = pd.read_parquet(data_dir / TRANSACTIONS_FILE, columns=[*columns, "is_fraud"])
+    recent = tx[tx["event_timestamp"] >= tx["event_timestamp"].quantile(1.0 - recent_fraction)]
+    if recent.empty:
+        raise ValueError(f"no transactions to replay in {data_dir / TRANSACTIONS_FILE}")
+    rng = np.random.default_rng(seed)
+    rows = recent.iloc[rng.integers(0, len(recent), size=n)]
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    events = [
+        {
+            "event_id": event_id,
+            "event_time": stamp,
+            "user_id": str(user),
+            "merchant_id": str(merchant),
+            "amount": float(amount),
+            "currency": CURRENCY_BY_COUNTRY.get(str(country), "EUR"),
+            "channel": str(channel),
+            "country": str(country),
+        }
+        for event_id, user, merchant, amount, country, channel in zip(
+            _uuid4s(rng, n),
+            rows["user_id"],
+            rows["merchant_id"],
+            rows["amount"],
+            rows["country"],
+            rows["channel"],
+            strict=True,
+        )
+    ]
+    return events, [int(v) for v in rows["is_fraud"]]

@@ -1,7 +1,11 @@
 """The Faust app: topics and the scoring agent.
 
 In: raw records of the ``events`` topic. Out: prediction records to ``predictions``,
-shadow predictions to ``predictions-shadow`` and dead letters to ``deadletter``. Rollout
+shadow predictions to ``predictions-shadow``, dead letters to ``deadletter``, the
+served-feature log to ``features-served`` (when enabled) and drift signals of the
+pipeline's monitor to ``signals``. The same app runs the feedback loop
+(:func:`streams.monitoring.feedback.register_feedback`: label join, online quality) and
+the consumer-lag gauge. Rollout
 commands from ``control`` reach the pipeline through :class:`ControlFollower`, a task
 beside the agent. The agent is a thin loop: it takes micro-batches of
 events, hands them to :class:`streams.pipeline.ScoringPipeline`, publishes the results
@@ -28,6 +32,8 @@ from faust.types import EventT, StreamT, TopicT
 
 from streams import metrics
 from streams.control import ControlFollower
+from streams.monitoring.feedback import register_feedback, send_signals
+from streams.monitoring.monitor import register_lag_monitor
 from streams.pipeline import Inbound, Outbound, ScoringPipeline
 from streams.settings import Settings
 
@@ -142,6 +148,12 @@ def build_app(
             app, settings.topic("predictions-shadow"), settings.partitions
         ),
     }
+    if settings.served_features_log:
+        outputs["features-served"] = raw_topic(
+            app, settings.topic("features_served"), settings.partitions
+        )
+    feedback = register_feedback(app, settings)
+    register_lag_monitor(app)
 
     if control is not None:
         # A plain task, not an agent: every worker must read every control record, and an
@@ -164,6 +176,12 @@ def build_app(
             started = time.perf_counter()
             await publish(outbound, outputs, settings.publish_retry_max_s)
             metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - started)
+            # After the batch's outcomes: a signal is informative, it never holds up offsets.
+            signals = pipeline.drain_signals()
+            try:
+                await send_signals(feedback.signals_topic, signals)
+            except Exception as exc:  # the broker is away: the outcomes above are durable
+                log.warning("could not publish %d signals: %r", len(signals), exc)
 
     # mode types signal receivers more narrowly than it calls them.
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]

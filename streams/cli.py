@@ -127,7 +127,28 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         )
         print("topics:     " + ", ".join(report["topics"]))
+        figures = metrics_figures(report["metrics_url"])
+        if figures:
+            print(figures)
     return 0 if report["up"] else 3
+
+
+def metrics_figures(url: str | None, timeout_s: float = 2.0) -> str | None:
+    """The key figures of a worker's /metrics as text; None when it does not answer."""
+    import urllib.error
+    import urllib.request
+
+    from streams.monitoring.status import render_status_figures
+
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        log.warning("no figures from %s: %s", url, exc)
+        return None
+    return render_status_figures(text)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -145,17 +166,62 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_records(
-    settings: Settings, n: int, seed: int, unknown_user_rate: float
-) -> list[tuple[bytes | None, bytes]]:
-    from features.fraud_data import demo_events, load_entities
+def _drift_factors(specs: Sequence[str]) -> dict[str, float]:
+    """``["amount=3"]`` -> ``{"amount": 3.0}``; a malformed spec names itself."""
+    factors: dict[str, float] = {}
+    for spec in specs:
+        name, sep, factor = spec.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError(spec)
+            factors[name.strip()] = float(factor)
+        except ValueError:
+            raise ValueError(f"--drift {spec!r}: expected FIELD=FACTOR, e.g. amount=3") from None
+    return factors
+
+
+def demo_records(
+    settings: Settings,
+    n: int,
+    seed: int,
+    unknown_user_rate: float = 0.0,
+    drift: dict[str, float] | None = None,
+    flip_labels: float = 0.0,
+) -> tuple[list[tuple[bytes | None, bytes]], list[tuple[bytes | None, bytes]]]:
+    """(events, labels) for the demo: recent transactions replayed, stamped now.
+
+    ``drift`` multiplies numeric event fields (``{"amount": 3}``) so an operator can
+    provoke a drift signal; ``flip_labels`` is the share of ground-truth labels sent
+    flipped, which provokes an online quality drop. Labels are ``labels`` records
+    (``{"event_id", "label", "label_time"}``), keyed like their events.
+    """
+    import numpy as np
+
+    from features.fraud_data import replay_events
     from streams.codec import encode
 
-    users, merchants = load_entities(settings.data_dir)
-    events = demo_events(
-        n, seed=seed, users=users, merchants=merchants, unknown_user_rate=unknown_user_rate
-    )
-    return [(str(e["user_id"]).encode(), encode(e)) for e in events]
+    if not 0.0 <= unknown_user_rate <= 1.0 or not 0.0 <= flip_labels <= 1.0:
+        raise ValueError("--unknown-user-rate and --flip-labels must be in [0, 1]")
+    events, truth = replay_events(settings.data_dir, n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    unknown = rng.random(n) < unknown_user_rate
+    flipped = rng.random(n) < flip_labels
+    label_time = events[0]["event_time"] if events else None
+    records: list[tuple[bytes | None, bytes]] = []
+    labels: list[tuple[bytes | None, bytes]] = []
+    for i, event in enumerate(events):
+        if unknown[i]:
+            event["user_id"] = f"x{rng.integers(0, 10**6):06d}"  # no online features
+        for name, factor in (drift or {}).items():
+            if isinstance(event.get(name), int | float):
+                event[name] = round(event[name] * factor, 2)
+        key = str(event["user_id"]).encode()
+        records.append((key, encode(event)))
+        label = truth[i] ^ int(flipped[i])
+        labels.append(
+            (key, encode({"event_id": event["event_id"], "label": label, "label_time": label_time}))
+        )
+    return records, labels
 
 
 def _file_records(path: Path) -> list[tuple[bytes | None, bytes]]:
@@ -178,28 +244,50 @@ def _file_records(path: Path) -> list[tuple[bytes | None, bytes]]:
 
 
 async def produce_records(
-    settings: Settings, records: Sequence[tuple[bytes | None, bytes]], rate: float | None
+    settings: Settings,
+    records: Sequence[tuple[bytes | None, bytes]],
+    rate: float | None,
+    topic: str = "events",
 ) -> float:
-    """Send records to the events topic; return the seconds it took."""
+    """Send records to ``topic`` (logical name); return the seconds it took."""
     from streams.kafka import send_records
 
     started = time.monotonic()
-    await send_records(settings, settings.topic("events"), records, rate)
+    await send_records(settings, settings.topic(topic), records, rate)
     return time.monotonic() - started
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    labels: list[tuple[bytes | None, bytes]] = []
     if args.file:
         records = _file_records(Path(args.file))
     else:
-        records = _demo_records(settings, args.n, args.seed, args.unknown_user_rate)
+        try:
+            records, labels = demo_records(
+                settings,
+                args.n,
+                args.seed,
+                args.unknown_user_rate,
+                drift=_drift_factors(args.drift),
+                flip_labels=args.flip_labels,
+            )
+        except ValueError as exc:
+            print(f"streamscore produce: {exc}", file=sys.stderr)
+            return 2
     elapsed = asyncio.run(produce_records(settings, records, args.rate))
     print(
         f"sent {len(records)} events to {settings.topic('events')} in {elapsed:.2f}s "
         f"({len(records) / max(elapsed, 1e-9):.0f}/s)",
         file=sys.stderr,
     )
+    if args.labels and labels:
+        asyncio.run(produce_records(settings, labels, None, topic="labels"))
+        print(
+            f"sent {len(labels)} labels to {settings.topic('labels')}"
+            + (f" ({args.flip_labels:.0%} flipped)" if args.flip_labels else ""),
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -448,6 +536,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="JSONL file whose lines are sent as they are")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--unknown-user-rate", type=float, default=0.0)
+    p.add_argument(
+        "--labels", action="store_true", help="also send the events' ground truth to labels"
+    )
+    p.add_argument(
+        "--flip-labels",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of labels sent flipped (provokes a quality drop)",
+    )
+    p.add_argument(
+        "--drift",
+        action="append",
+        default=[],
+        metavar="FIELD=FACTOR",
+        help="multiply a numeric event field, e.g. amount=3 (provokes drift); repeatable",
+    )
     p.set_defaults(func=cmd_produce)
 
     p = common(sub.add_parser("tail", help="print the records of a topic"))

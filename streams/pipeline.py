@@ -8,7 +8,11 @@ headers saying why). Nothing is dropped: ``len(out) == len(in)`` for every batch
 Stages: decode -> validate (data contract, duplicates) -> enrich (one online lookup per
 batch) -> route (champion / canary by entity hash) -> score (one ONNX Runtime call per
 model per batch; the shadow model scores every event too, to ``predictions-shadow``)
--> build records. When the model raises, the online store is down or a row misses too
+-> build records. After each model's scores, the optional :class:`ScoringMonitor` sees
+the model-ready columns and scores (drift windows, missing-feature rates); the signals
+of windows it closed wait in :meth:`ScoringPipeline.drain_signals` for the agent to
+publish, and with ``served_features`` every prediction's input vector goes to
+``features-served`` too. When the model raises, the online store is down or a row misses too
 many features, the manifest's fallback policy answers (``fallback: <reason>``); without
 a policy those events are dead-lettered at enrich/score. The agent in
 :mod:`streams.app` only moves records between Kafka and :meth:`ScoringPipeline.process`.
@@ -36,10 +40,12 @@ from streams import metrics
 from streams.codec import decode_event, encode
 from streams.contract import validate_event, validate_with_schema
 from streams.errors import DuplicateEvent, EnrichFailed, PipelineError, ScoreFailed
+from streams.monitoring.monitor import ScoringMonitor, served_feature_records
+from streams.monitoring.signals import Signal
 
 log = logging.getLogger(__name__)
 
-Destination = Literal["predictions", "predictions-shadow", "deadletter"]
+Destination = Literal["predictions", "predictions-shadow", "deadletter", "features-served"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,7 @@ class Inbound:
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """A record to publish: a prediction or a dead letter."""
+    """A record to publish: a prediction, a dead letter or a served-feature log record."""
 
     destination: Destination
     key: bytes | None
@@ -124,13 +130,23 @@ class ScoringPipeline:
         routing: RoutingTable | ServingModel,
         features: OnlineFeatureSource,
         config: PipelineConfig | None = None,
+        monitor: ScoringMonitor | None = None,
+        served_features: bool = False,
     ) -> None:
         self._routing = (
             routing if isinstance(routing, RoutingTable) else RoutingTable.single(routing)
         )
         self.features = features
         self.config = config or PipelineConfig()
+        self.monitor = monitor
+        self.served_features = served_features
         self._seen = RecentIds(self.config.dedupe_window)
+        self._signals: list[Signal] = []
+
+    def drain_signals(self) -> list[Signal]:
+        """Drift/retrain signals of the windows closed since the last call (for ``signals``)."""
+        signals, self._signals = self._signals, []
+        return signals
 
     @property
     def routing(self) -> RoutingTable:
@@ -155,7 +171,8 @@ class ScoringPipeline:
     async def process(self, batch: Sequence[Inbound]) -> list[Outbound]:
         """Route every record of ``batch`` to exactly one outbound record, in order.
 
-        Shadow predictions (``predictions-shadow``) follow the batch's own records.
+        Shadow predictions (``predictions-shadow``) and served-feature records
+        (``features-served``) follow the batch's own records.
         """
         routing = self._routing  # one table for the whole batch
         out: list[Outbound | None] = [None] * len(batch)
@@ -175,9 +192,10 @@ class ScoringPipeline:
         metrics.STAGE_SECONDS.labels("validate").observe(time.perf_counter() - started)
 
         shadow_out: list[Outbound] = []
+        served: list[Outbound] = []
         if valid_events:
             try:
-                scored, shadow = await self._enrich_and_score(routing, valid_events)
+                scored, shadow = await self._enrich_and_score(routing, valid_events, served)
             except PipelineError as exc:
                 for i, event in zip(valid_idx, valid_events, strict=True):
                     self._seen.forget(event["event_id"])
@@ -197,7 +215,7 @@ class ScoringPipeline:
         for o in result:
             if o.destination == "deadletter":
                 metrics.DEADLETTERS.labels(dict(o.headers)["error.stage"].decode()).inc()
-        return result + shadow_out
+        return result + shadow_out + served
 
     async def _features(
         self, routing: RoutingTable, events: list[dict[str, Any]]
@@ -224,9 +242,12 @@ class ScoringPipeline:
         return fetched, error
 
     async def _enrich_and_score(
-        self, routing: RoutingTable, events: list[dict[str, Any]]
+        self, routing: RoutingTable, events: list[dict[str, Any]], served: list[Outbound]
     ) -> tuple[list[dict[str, Any] | PipelineError], list[tuple[int, dict[str, Any]]]]:
-        """Main predictions (or per-event errors) in event order, and shadow predictions."""
+        """Main predictions (or per-event errors) in event order, and shadow predictions.
+
+        Served-feature log records, when enabled, are appended to ``served``.
+        """
         features, error = await self._features(routing, events)
         if error is not None and routing.champion.manifest.fallback is None:
             raise error  # no policy: the batch is dead-lettered at enrich, as before
@@ -244,14 +265,14 @@ class ScoringPipeline:
                 continue
             rows = features[model.manifest.version]
             subset = [events[i] for i in idx]
-            part = self._score_with(model, variant, subset, _take(rows, idx), error)
+            part = self._score_with(model, variant, subset, _take(rows, idx), error, served)
             for i, prediction in zip(idx, part, strict=True):
                 main[i] = prediction
         shadow: list[tuple[int, dict[str, Any]]] = []
         if routing.shadow is not None:
             rows = features[routing.shadow.manifest.version]
             for i, prediction in enumerate(
-                self._score_with(routing.shadow, "shadow", events, rows, error)
+                self._score_with(routing.shadow, "shadow", events, rows, error, served)
             ):
                 if isinstance(prediction, PipelineError):
                     # never affects the main record; counted, logged once in _score_with
@@ -269,8 +290,14 @@ class ScoringPipeline:
         events: list[dict[str, Any]],
         features: dict[str, list[Any]] | None,
         enrich_error: EnrichFailed | None,
+        served: list[Outbound],
     ) -> list[dict[str, Any] | PipelineError]:
-        """Score ``events`` with one model; the fallback policy answers where it must."""
+        """Score ``events`` with one model; the fallback policy answers where it must.
+
+        Rows the model scored feed the monitor (drift is about what the model saw, so
+        rows decided by the fallback policy for missing features count too: their
+        inputs were assembled and scored) and, when enabled, the served-feature log.
+        """
         manifest = model.manifest
         policy = manifest.fallback
         refs = manifest.feature_refs()
@@ -295,6 +322,10 @@ class ScoringPipeline:
             return [
                 self._fallback(manifest, variant, e, "model_error", [], scored_at) for e in events
             ]
+        if self.monitor is not None:
+            self._signals += self.monitor.observe_batch(
+                manifest, variant, batch.columns, scores, batch.missing
+            )
         keys = list(manifest.entity_keys.items())
         records: list[dict[str, Any] | PipelineError] = []
         missing_features = batch.features_missing(manifest)
@@ -321,6 +352,14 @@ class ScoringPipeline:
                     "event_time": _rfc3339(event["event_time"]),
                     "scored_at": scored_at,
                 }
+            )
+        if self.served_features:
+            stamped = [
+                r | {"scored_at": _rfc3339(scored_at)} for r in records if isinstance(r, dict)
+            ]
+            served.extend(
+                Outbound("features-served", key, value)
+                for key, value in served_feature_records(manifest, stamped, batch.columns)
             )
         return records
 

@@ -26,6 +26,7 @@ from streams import metrics
 from streams.app import build_app
 from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
+from streams.monitoring.monitor import ScoringMonitor, model_loaded
 from streams.pipeline import PipelineConfig, ScoringPipeline
 from streams.settings import Settings
 
@@ -80,6 +81,14 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
     metrics.MODEL_INFO.info(
         {"name": model.manifest.name, "version": model.manifest.version, "variant": "champion"}
     )
+    # Later swaps (control) set streamscore_model_loaded themselves: old 0, new 1.
+    for variant, served in (
+        ("champion", routing.champion),
+        ("canary", routing.canary),
+        ("shadow", routing.shadow),
+    ):
+        if served is not None:
+            model_loaded(served.manifest, variant)
     log.info(
         "serving %s v%s (%d inputs, %d feature refs)",
         model.manifest.name,
@@ -92,7 +101,13 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         dedupe_window=settings.dedupe_window,
         enrich_retries=settings.enrich_retries,
     )
-    pipeline = ScoringPipeline(routing, source, config)
+    pipeline = ScoringPipeline(
+        routing,
+        source,
+        config,
+        monitor=ScoringMonitor(settings),
+        served_features=settings.served_features_log,
+    )
     follower = ControlFollower(settings, pipeline, ModelRegistry(settings.registry_path))
     # Before the first event: a restarted worker serves the current rollout at once.
     await follower.start()

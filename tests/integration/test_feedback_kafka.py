@@ -230,3 +230,49 @@ async def test_scoring_worker_metrics_pass_promtool(
     text = await wait_for_metric(port, "streamscore_predictions_total", len(events))
     assert metric(text, "streamscore_predictions_total") == len(events)
     promtool_check_metrics(text)
+
+
+async def test_scoring_worker_monitors_drift_and_quality(
+    settings_factory: Callable[..., Settings],
+    worker_factory: Callable[..., stack.StackState],
+) -> None:
+    """A stock worker: drift of a shifted input within one window, none before; labels
+    joined into online quality per model version and variant; the served-feature log."""
+    from streams.cli import demo_records
+
+    port = free_port()
+    window = 500
+    settings = settings_factory(
+        metrics_port=port,
+        drift_window_events=window,
+        quality_emit_every=100,
+        quality_min_pairs=50,
+        served_features_log=True,
+    )
+    worker_factory(settings)
+    normal, truth = demo_records(settings, 2 * window, seed=3)
+    shifted, _ = demo_records(settings, window, seed=4, drift={"amount": 3.0})
+    await produce_records(settings, normal, None)
+    await produce_records(settings, truth, None, topic="labels")
+    text = await wait_for_metric(port, "streamscore_labelled_predictions_total", 2 * window)
+    assert metric(text, "streamscore_drift_windows_total", outcome="stable") == 2
+    await produce_records(settings, shifted, None)
+    text = await wait_for_metric(port, "streamscore_drift_windows_total", 3)
+
+    # 10 quality signals (every 100 of 1000 pairs) and amount and score, PSI and KS
+    signals = await read_all(settings, "signals", expect=14)
+    drift = [s for s in signals if s["kind"] == "drift"]
+    assert drift, "no drift signal for the shifted window"
+    assert {s["window"]["index"] for s in drift} == {2}, "normal windows raised drift"
+    assert {s["feature"] for s in drift} == {"amount", "score"}
+    assert metric(text, "streamscore_drift", feature="amount", statistic="psi") > 0.2
+    quality = [s for s in signals if s["kind"] == "quality"]
+    assert {(s["model"], s["version"], s["variant"]) for s in quality} == {
+        ("fraud", "1", "champion")
+    }
+    assert quality[-1]["details"]["pairs"] == 2 * window
+    assert quality[-1]["value"] > 0.75, "the example model ranks replayed traffic well"
+    assert metric(text, "streamscore_quality", statistic="roc_auc") == quality[-1]["value"]
+    served = await read_all(settings, "features_served", expect=3 * window)
+    assert len(served) == 3 * window
+    promtool_check_metrics(text)

@@ -30,7 +30,7 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT, TopicT
 
-from streams import metrics
+from streams import faust_fixes, metrics
 from streams.control import ControlFollower
 from streams.monitoring.feedback import register_feedback, send_signals
 from streams.monitoring.monitor import register_lag_monitor
@@ -123,6 +123,7 @@ def build_app(
     control: ControlFollower | None = None,
 ) -> faust.App:
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
+    faust_fixes.apply()
     app = faust.App(
         settings.consumer_group,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],

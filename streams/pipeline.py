@@ -40,7 +40,11 @@ from streams import metrics
 from streams.codec import decode_event, encode
 from streams.contract import validate_event, validate_with_schema
 from streams.errors import DuplicateEvent, EnrichFailed, PipelineError, ScoreFailed
-from streams.monitoring.monitor import ScoringMonitor, served_feature_records
+from streams.monitoring.monitor import (
+    ScoringMonitor,
+    observe_feature_age,
+    served_feature_records,
+)
 from streams.monitoring.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -398,13 +402,33 @@ class ScoringPipeline:
         attempt = 0
         while True:
             try:
-                return await self.features.fetch(refs, rows)
+                values = await self.features.fetch(refs, rows)
+                break
             except FeatureStoreUnavailable as exc:
                 attempt += 1
                 if attempt > self.config.enrich_retries:
                     raise EnrichFailed(f"online store unavailable: {exc}") from exc
                 log.warning("online store unavailable (attempt %d): %s", attempt, exc)
                 await asyncio.sleep(self.config.enrich_backoff_s * 2 ** (attempt - 1))
+        # No await since the fetch returned, so the source's "last fetch" is this one.
+        self._observe_feature_age(events)
+        return values
+
+    def _observe_feature_age(self, events: list[dict[str, Any]]) -> None:
+        """Feature age per view (event time minus the served value's timestamp).
+
+        Only sources that keep their last lookup's event timestamps (an optional
+        method, not part of ``OnlineFeatureSource``) feed it; rows of unknown entities
+        have no timestamp and are not observed.
+        """
+        last_event_timestamps = getattr(self.features, "last_event_timestamps", None)
+        if last_event_timestamps is None:
+            return
+        event_times = [event["event_time"].timestamp() for event in events]
+        for view, stamps in last_event_timestamps().items():
+            # not strict: a source's bookkeeping must never fail a batch
+            ages = [t - ts for t, ts in zip(event_times, stamps, strict=False) if ts is not None]
+            observe_feature_age(view, ages)
 
     def _prediction(self, record: Inbound, prediction: dict[str, Any]) -> Outbound:
         scored_at: datetime = prediction["scored_at"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from streams import metrics
+from streams import faust_fixes, metrics
 from streams.app import _credentials
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.feedback import register_feedback
@@ -34,6 +34,7 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
 
 
 def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.App:
+    faust_fixes.apply()
     app = faust.App(
         f"{settings.consumer_group}-feedback",
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],

@@ -84,6 +84,45 @@ async def test_fetch_returns_latest_snapshot_and_none_for_unknown(
         source.close()
 
 
+async def test_last_fetch_keeps_event_timestamps_per_view(applied_repo: Any) -> None:
+    source = FeastOnlineSource(open_store(applied_repo.path, applied_repo.online))
+    try:
+        assert source.last_event_timestamps() == {}
+        users = pd.read_parquet(applied_repo.data.user_stats)
+        latest = users.sort_values("event_timestamp").groupby("user_id").last()
+        user, other = latest.index[3], latest.index[7]
+        merchants = pd.read_parquet(applied_repo.data.merchant_stats)
+        m_latest = merchants.sort_values("event_timestamp").groupby("merchant_id").last()
+        merchant = m_latest.index[0]
+        rows = [
+            {"user_id": user, "merchant_id": merchant},
+            {"user_id": "x999999", "merchant_id": "m9999"},
+            {"user_id": other, "merchant_id": "m9999"},
+        ]
+        values = await source.fetch(REFS, rows)
+        assert set(values) == set(REFS), "fetch still returns values only"
+        stamps = source.last_event_timestamps()
+        assert set(stamps) == {"user_stats", "merchant_stats"}
+
+        def epoch(ts: Any) -> float:
+            return float(int(pd.Timestamp(ts).timestamp()))  # Feast keeps whole seconds
+
+        assert stamps["user_stats"] == [
+            epoch(latest.loc[user, "event_timestamp"]),
+            None,
+            epoch(latest.loc[other, "event_timestamp"]),
+        ]
+        assert stamps["merchant_stats"] == [
+            epoch(m_latest.loc[merchant, "event_timestamp"]),
+            None,
+            None,
+        ]
+        await source.fetch(REFS[:1], rows[1:2])
+        assert source.last_event_timestamps() == {"user_stats": [None]}, "only the last fetch"
+    finally:
+        source.close()
+
+
 async def test_unknown_references_fail_loudly(applied_repo: Any) -> None:
     source = FeastOnlineSource(open_store(applied_repo.path, applied_repo.online))
     try:

@@ -1,14 +1,19 @@
 """The pipeline feeds the scoring monitor: drift signals through ``drain_signals``, per
-variant, and the served-feature log as outbound records acknowledged with the batch.
+variant, the served-feature log as outbound records acknowledged with the batch, and
+the age of served feature values.
 
 Fakes for the model and the online store (unit tier), as in ``test_pipeline``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import faust
+from prometheus_client import REGISTRY
 
 from models.routing import RoutingTable
 from streams.app import build_app
@@ -41,6 +46,7 @@ PROFILED = MANIFEST.model_copy(
     }
 )
 WINDOW = 30
+EVENT_TIME = datetime(2026, 11, 21, 10, tzinfo=UTC).timestamp()  # event()'s event_time
 
 
 def settings(**overrides: object) -> Settings:
@@ -106,6 +112,55 @@ async def test_served_feature_log_follows_the_predictions() -> None:
     assert [o.destination for o in await pipeline().process(inbound(batch("b", [5.0])))] == [
         "predictions"
     ], "off by default"
+
+
+class StampedFeatures(FakeFeatures):
+    """Keeps its last lookup's event timestamps per view, like ``FeastOnlineSource``."""
+
+    def __init__(self, averages: dict[str, float], stamps: dict[str, float]) -> None:
+        super().__init__(averages)
+        self.stamps = stamps
+        self._last: dict[str, list[float | None]] = {}
+
+    async def fetch(
+        self, refs: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[Any]]:
+        self._last = {"user_stats": [self.stamps.get(r["user_id"]) for r in rows]}
+        return await super().fetch(refs, rows)
+
+    def last_event_timestamps(self) -> dict[str, list[float | None]]:
+        return self._last
+
+
+def age_samples(view: str) -> tuple[float, float, float]:
+    """(count, sum, count in the le=300 bucket) of the feature-age histogram for ``view``."""
+    name, labels = "streamscore_feature_age_seconds", {"view": view}
+    return (
+        REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0,
+        REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0,
+        REGISTRY.get_sample_value(f"{name}_bucket", labels | {"le": "300.0"}) or 0.0,
+    )
+
+
+async def test_age_of_served_features_is_observed_per_view() -> None:
+    model = FakeModel(PROFILED, Path("model.onnx"), RatioScorer())
+    features = StampedFeatures({"u1": 90.0, "u2": 40.0}, {"u1": EVENT_TIME - 120})
+    p = ScoringPipeline(
+        RoutingTable.single(model),  # type: ignore[arg-type]
+        features,
+        PipelineConfig(enrich_backoff_s=0),
+        monitor=ScoringMonitor(settings()),
+    )
+    count, total, recent = age_samples("user_stats")
+    events = [event("age0"), event("age1", user="u2"), event("age2"), event("age3", user="u9")]
+    out = await p.process(inbound([encode(e) for e in events]))
+    assert [o.destination for o in out] == ["predictions"] * 4
+    # u1 twice (120 s old at event time); u2 (value, no timestamp) and u9 (unknown) not at all
+    assert age_samples("user_stats") == (count + 2, total + 240.0, recent + 2)
+
+    count, total, _ = age_samples("user_stats")
+    await pipeline().process(inbound(batch("plain", [5.0])))
+    assert age_samples("user_stats")[:2] == (count, total), "sources without timestamps: none"
 
 
 def test_worker_app_runs_scoring_feedback_and_lag_monitor() -> None:

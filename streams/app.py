@@ -20,56 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT, TopicT
 
-from streams import faust_fixes, metrics
+from streams import metrics
 from streams.control import ControlFollower
+from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
 from streams.monitoring.feedback import register_feedback, send_signals
 from streams.monitoring.monitor import register_lag_monitor
 from streams.pipeline import Inbound, Outbound, ScoringPipeline
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _credentials(settings: Settings) -> Any:
-    """Faust credentials for an external cluster, or None for plaintext."""
-    context = None
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
-        return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=password,
-            ssl_context=context,
-            mechanism=settings.sasl_mechanism,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
-
-
-def raw_topic(app: faust.App, name: str, partitions: int) -> TopicT:
-    """A topic whose keys and values stay bytes: the codec is ours (streams.codec)."""
-    return app.topic(
-        name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
 
 
 def to_inbound(event: EventT) -> Inbound:
@@ -123,24 +91,7 @@ def build_app(
     control: ControlFollower | None = None,
 ) -> faust.App:
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
-    faust_fixes.apply()
-    app = faust.App(
-        settings.consumer_group,
-        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        broker_credentials=_credentials(settings),
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        # The assignor leader topic is a Faust-internal extra that Tansu does not need.
-        topic_disable_leader=True,
-        topic_partitions=settings.partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        stream_publish_on_commit=False,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-    )
+    app = make_app(settings, settings.consumer_group)
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     outputs = {
         "predictions": raw_topic(app, settings.topic("predictions"), settings.partitions),
@@ -184,16 +135,6 @@ def build_app(
             except Exception as exc:  # the broker is away: the outcomes above are durable
                 log.warning("could not publish %d signals: %r", len(signals), exc)
 
-    # mode types signal receivers more narrowly than it calls them.
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def mark_ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        metrics.WORKER_READY.set(1)
-        if ready_file is not None:
-            ready_file.parent.mkdir(parents=True, exist_ok=True)
-            # A few bytes once per rebalance; not worth a thread.
-            ready_file.write_text("ready\n")  # noqa: ASYNC240
-        log.info(
-            "worker ready: assigned %s", sorted(str(tp) for tp in app.assignor.assigned_actives())
-        )
+    mark_ready_on_rebalance(app, ready_file)
 
     return app

@@ -35,6 +35,7 @@ from faust.types import StreamT, TopicT
 
 from streams import metrics
 from streams.codec import decode, encode
+from streams.faust_app import raw_topic
 from streams.monitoring.quality import Pair, QualityMonitor
 from streams.monitoring.signals import Signal, encode_signal
 from streams.settings import Settings
@@ -188,18 +189,6 @@ async def send_signals(topic: TopicT, signals: Sequence[Signal]) -> None:
         await send_all(topic, [encode_signal(s) for s in signals])
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> TopicT:
-    return app.topic(
-        name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-        internal=internal,
-    )
-
-
 @dataclass
 class FeedbackHandles:
     """What :func:`register_feedback` added, for tests and for the caller's own use."""
@@ -217,9 +206,9 @@ def register_feedback(
     """Add the label-join table and agents to ``app`` (before the worker starts)."""
     quality = quality or quality_monitor(settings)
     parts = settings.partitions
-    signals_topic = _raw_topic(app, settings.topic("signals"), parts)
-    labelled = _raw_topic(app, settings.topic("labelled"), parts)
-    join_topic = _raw_topic(app, settings.topic("feedback_join"), parts, internal=True)
+    signals_topic = raw_topic(app, settings.topic("signals"), parts)
+    labelled = raw_topic(app, settings.topic("labelled"), parts)
+    join_topic = raw_topic(app, settings.topic("feedback_join"), parts, internal=True)
     prediction_topics = {settings.topic("predictions"), settings.topic("predictions_shadow")}
     labels_topic = settings.topic("labels")
     sources = [*sorted(prediction_topics), labels_topic]

@@ -15,12 +15,11 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import faust
 
-from streams import faust_fixes, metrics
-from streams.app import _credentials
+from streams import metrics
+from streams.faust_app import make_app, mark_ready_on_rebalance
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.feedback import register_feedback
 from streams.monitoring.monitor import register_lag_monitor
@@ -34,31 +33,11 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
 
 
 def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.App:
-    faust_fixes.apply()
-    app = faust.App(
-        f"{settings.consumer_group}-feedback",
-        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        broker_credentials=_credentials(settings),
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        topic_disable_leader=True,
-        topic_partitions=settings.partitions,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-    )
+    app = make_app(settings, f"{settings.consumer_group}-feedback")
     register_feedback(app, settings)
     register_lag_monitor(app)
 
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def mark_ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        metrics.WORKER_READY.set(1)
-        if ready is not None:
-            ready.parent.mkdir(parents=True, exist_ok=True)
-            ready.write_text("ready\n")  # noqa: ASYNC240
+    mark_ready_on_rebalance(app, ready)
 
     return app
 

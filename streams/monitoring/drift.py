@@ -27,7 +27,7 @@ import numpy as np
 
 from models.manifest import ModelManifest
 from streams import metrics
-from streams.monitoring.signals import Signal, Window, utcnow
+from streams.monitoring.signals import Signal, Window, retrain_if_due, utcnow
 
 SCORE = "score"
 OTHER = "__other__"
@@ -193,21 +193,17 @@ class DriftMonitor:
         outcome = "drift" if drifted else "stable"
         metrics.DRIFT_WINDOWS.labels(model, version, variant, outcome).inc()
         w.drifting_in_a_row = w.drifting_in_a_row + 1 if drifted else 0
-        if w.drifting_in_a_row >= self.retrain_after:
-            features = sorted({s.feature for s in signals if s.feature})
-            signals.append(
-                Signal(
-                    "retrain",
-                    model,
-                    version,
-                    variant,
-                    "drift_windows",
-                    float(w.drifting_in_a_row),
-                    float(self.retrain_after),
-                    window=span,
-                    details={"reason": "drift", "features": features},
-                )
-            )
+        features = sorted({s.feature for s in signals if s.feature})
+        retrain = retrain_if_due(
+            w.drifting_in_a_row,
+            self.retrain_after,
+            (model, version, variant),
+            "drift_windows",
+            span,
+            {"reason": "drift", "features": features},
+        )
+        if retrain is not None:
+            signals.append(retrain)
             w.drifting_in_a_row = 0
         w.index += 1
         w.reset()

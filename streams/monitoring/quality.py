@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from streams import metrics
-from streams.monitoring.signals import Signal, Window
+from streams.monitoring.signals import Signal, Window, retrain_if_due
 
 # Per slice field, values beyond this many distinct ones are pooled, keeping labels bounded.
 MAX_SLICE_VALUES = 20
@@ -185,19 +185,15 @@ class QualityMonitor:
         ]
         breached = math.isfinite(auc) and auc < self.min_roc_auc
         window.breaching_in_a_row = window.breaching_in_a_row + 1 if breached else 0
-        if window.breaching_in_a_row >= self.retrain_after:
-            signals.append(
-                Signal(
-                    "retrain",
-                    model,
-                    version,
-                    variant,
-                    "quality_windows",
-                    float(window.breaching_in_a_row),
-                    float(self.retrain_after),
-                    window=span,
-                    details={"reason": "quality", "roc_auc": auc},
-                )
-            )
+        retrain = retrain_if_due(
+            window.breaching_in_a_row,
+            self.retrain_after,
+            (model, version, variant),
+            "quality_windows",
+            span,
+            {"reason": "quality", "roc_auc": auc},
+        )
+        if retrain is not None:
+            signals.append(retrain)
             window.breaching_in_a_row = 0
         return signals

@@ -61,6 +61,36 @@ class Signal:
         return asdict(self)
 
 
+def retrain_if_due(
+    streak: int,
+    after: int,
+    source: Signal | tuple[str, str, str],
+    statistic: str,
+    window: Window | None,
+    details: dict[str, Any],
+) -> Signal | None:
+    """A ``retrain`` signal once ``streak`` bad windows in a row reach ``after``.
+
+    ``source`` is (model, version, variant). Drift and quality share this rule.
+    """
+    if streak < after:
+        return None
+    model, version, variant = (
+        (source.model, source.version, source.variant) if isinstance(source, Signal) else source
+    )
+    return Signal(
+        "retrain",
+        model,
+        version,
+        variant,
+        statistic,
+        float(streak),
+        float(after),
+        window=window,
+        details=details,
+    )
+
+
 def encode_signal(signal: Signal) -> tuple[bytes, bytes]:
     """(key, value) for the signals topic; counts the signal by kind."""
     metrics.SIGNALS.labels(signal.kind).inc()

@@ -57,12 +57,13 @@ def committable_offset(acked: MutableSequence[int], committed: int | None) -> in
     return last + 1
 
 
-async def _seek_explicitly(consumer: Any) -> dict[Any, int | None]:
-    """Seek every assigned partition to its committed offset, or to the beginning."""
+async def _seek_explicitly(consumer: Any, acking: Any) -> dict[Any, int | None]:
+    """Seek the partitions of acked (stream) topics to their committed offset, or to the
+    beginning. Table changelogs are left where recovery put them, as Faust does."""
     committed: dict[Any, int | None] = await consumer.seek_to_committed()
-    nothing = [tp for tp, offset in committed.items() if offset is None]
+    nothing = [tp for tp, offset in committed.items() if offset is None and acking(tp.topic)]
     for tp, offset in committed.items():
-        if offset is not None and offset <= 0:
+        if offset is not None and offset <= 0 and acking(tp.topic):
             consumer.seek(tp, 0)  # aiokafka seeks only when the offset is above 0
     if nothing:
         await consumer.seek_to_beginning(*nothing)
@@ -72,7 +73,8 @@ async def _seek_explicitly(consumer: Any) -> dict[Any, int | None]:
 
 
 async def _seek_to_committed(self: Any) -> Mapping[Any, int | None]:
-    return await self.call_thread(_seek_explicitly, self._ensure_consumer())
+    acking = self.consumer.app.topics.acks_enabled_for
+    return await self.call_thread(_seek_explicitly, self._ensure_consumer(), acking)
 
 
 async def _perform_seek(self: Any) -> None:
@@ -83,11 +85,12 @@ async def _perform_seek(self: Any) -> None:
             for tp, offset in committed.items()
         }
     )
+    acking = self.app.topics.acks_enabled_for
     self._committed_offset.update(
         {
             faust_consumer.ensure_TP(tp): offset
             for tp, offset in committed.items()
-            if offset is not None and offset >= 0
+            if offset is not None and (offset > 0 or (offset == 0 and acking(tp.topic)))
         }
     )
 

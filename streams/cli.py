@@ -69,7 +69,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def status_report(settings: Settings) -> dict[str, Any]:
     from models.registry import ModelRegistry
     from streams import stack
-    from streams.kafka import BrokerUnavailable, ensure_topics, wait_for_broker
+    from streams.kafka import BrokerUnavailable, existing_topics, wait_for_broker
 
     state = stack.StackState.load(stack.state_path(settings))
     bootstrap = state.bootstrap_servers if state else settings.bootstrap_servers
@@ -78,7 +78,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
     broker_up = True
     try:
         asyncio.run(wait_for_broker(effective, timeout_s=3))
-        topics = asyncio.run(ensure_topics(effective))
+        topics = asyncio.run(existing_topics(effective))
     except BrokerUnavailable:
         broker_up = False
     workers = [w for w in (state.workers if state else []) if stack.alive(w["pid"])]

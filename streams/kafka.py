@@ -116,6 +116,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def existing_topics(settings: Settings) -> list[str]:
+    """The streamscore topics that exist on the cluster, in settings order (nothing created)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=5000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [name for name in settings.all_topics() if name in existing]
+
+
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     kwargs = client_kwargs(settings) | {"acks": "all", "linger_ms": 5} | overrides
     return AIOKafkaProducer(**kwargs)

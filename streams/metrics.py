@@ -6,7 +6,7 @@ The worker serves them on ``metrics_host:metrics_port``.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _NS = "streamscore"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -52,7 +52,6 @@ BATCH_SIZE = Histogram(
 WORKER_READY = Gauge(
     "worker_ready", "1 once the worker has joined its consumer group.", namespace=_NS
 )
-MODEL_INFO = Info("model", "The model this worker serves.", namespace=_NS)
 
 
 def serve(host: str, port: int) -> None:

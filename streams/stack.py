@@ -154,6 +154,16 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _deploy_env(state: StackState) -> dict[str, str]:
+    """Environment of the deploy/ scripts: the settings ``up`` recorded, in their names."""
+    return dict(
+        os.environ,
+        **state.env,
+        KAFKA_PORT=state.env["STREAMSCORE_KAFKA_PORT"],
+        REDIS_PORT=state.env["STREAMSCORE_REDIS_PORT"],
+    )
+
+
 def start_broker(settings: Settings, state: StackState) -> None:
     if settings.broker == "tansu":
         if alive(state.broker_pid):
@@ -174,31 +184,19 @@ def start_broker(settings: Settings, state: StackState) -> None:
             settings.home / "logs" / "tansu.log",
         )
     elif settings.broker == "kafka":
-        env = dict(
-            os.environ,
-            STREAMSCORE_HOME=str(settings.home.resolve()),
-            KAFKA_PORT=str(settings.kafka_port),
-        )
-        _run_script("kafka/kafka.sh", "start", env)
+        _run_script("kafka/kafka.sh", "start", _deploy_env(state))
 
 
-def stop_broker(settings: Settings, state: StackState) -> None:
+def stop_broker(state: StackState) -> None:
     if state.broker == "tansu" and state.broker_pid:
         stop_pid(state.broker_pid)
     elif state.broker == "kafka":
-        env = dict(
-            os.environ, **state.env, KAFKA_PORT=state.env.get("STREAMSCORE_KAFKA_PORT", "19092")
-        )
-        _run_script("kafka/kafka.sh", "stop", env)
+        _run_script("kafka/kafka.sh", "stop", _deploy_env(state))
 
 
-def start_redis(settings: Settings) -> bool:
+def start_redis(state: StackState) -> bool:
     """Start Redis unless one already answers; True when we started it (so down stops it)."""
-    env = dict(
-        os.environ,
-        STREAMSCORE_HOME=str(settings.home.resolve()),
-        REDIS_PORT=str(settings.redis_port),
-    )
+    env = _deploy_env(state)
     before = subprocess.run(
         ["bash", str(DEPLOY / "redis.sh"), "status"], env=env, capture_output=True
     )
@@ -284,7 +282,7 @@ def up(
         state.save(path)
         asyncio.run(wait_for_broker(settings, timeout_s=90))
         if settings.online_store == "redis":
-            state.redis_started = start_redis(settings) or state.redis_started
+            state.redis_started = start_redis(state) or state.redis_started
             state.save(path)
         if prepare:
             bootstrap(settings)
@@ -307,13 +305,10 @@ def down(settings: Settings) -> list[str]:
         if alive(worker["pid"]):
             stop_pid(worker["pid"])
             stopped.append(f"worker {worker['pid']}")
-    stop_broker(settings, state)
+    stop_broker(state)
     stopped.append(f"broker ({state.broker})")
     if state.redis_started:
-        env = dict(
-            os.environ, **state.env, REDIS_PORT=state.env.get("STREAMSCORE_REDIS_PORT", "6379")
-        )
-        _run_script("redis.sh", "stop", env)
+        _run_script("redis.sh", "stop", _deploy_env(state))
         stopped.append("redis")
     path.unlink()
     return stopped

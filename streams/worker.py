@@ -78,9 +78,6 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
     source.check(refs)
     # One real lookup: an unreachable online store fails here, not on the first event.
     await source.fetch(refs, [{key: "__startup_probe__" for key in model.manifest.entity_keys}])
-    metrics.MODEL_INFO.info(
-        {"name": model.manifest.name, "version": model.manifest.version, "variant": "champion"}
-    )
     # Later swaps (control) set streamscore_model_loaded themselves: old 0, new 1.
     for variant, served in (
         ("champion", routing.champion),

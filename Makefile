@@ -1,5 +1,5 @@
 # streamscore: two set-up commands. `make run` runs the main job on the embedded
-# defaults (Tansu + SQLite); `make test` passes the tests on a fresh machine.
+# defaults (Apache Kafka + SQLite); `make test` passes the tests on a fresh machine.
 SHELL := /bin/bash
 VENV  := .venv
 BIN   := $(VENV)/bin

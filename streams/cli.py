@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -32,9 +33,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings(**overrides)
     if (
         "bootstrap_servers" not in overrides
-        and settings.bootstrap_servers == settings.local_bootstrap
+        and settings.bootstrap_servers == f"127.0.0.1:{settings.kafka_port}"
     ):
-        # After `up --broker kafka`, produce/tail/audit/bench talk to the stack that is up.
+        # After `up --broker external`, produce/tail/audit/bench talk to the stack that is up.
         from streams.stack import StackState, state_path
 
         state = StackState.load(state_path(settings))
@@ -267,7 +268,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             records, labels = demo_records(
                 settings,
                 args.n,
-                args.seed,
+                args.seed if args.seed is not None else secrets.randbits(31),
                 args.unknown_user_rate,
                 drift=_drift_factors(args.drift),
                 flip_labels=args.flip_labels,
@@ -501,7 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(
         sub.add_parser("up", help="start broker, online store and workers in the background")
     )
-    p.add_argument("--broker", choices=["tansu", "kafka", "external"])
+    p.add_argument(
+        "--broker",
+        choices=["kafka", "external"],
+        help="kafka: the embedded Apache Kafka (default); external: STREAMSCORE_BOOTSTRAP_SERVERS",
+    )
     p.add_argument("--online-store", choices=["sqlite", "redis"])
     p.add_argument("--workers", type=int, default=1)
     p.add_argument(
@@ -534,7 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="demo events to send")
     p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     p.add_argument("--file", help="JSONL file whose lines are sent as they are")
-    p.add_argument("--seed", type=int, default=11)
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the demo events (default: fresh each run, so repeated runs on the "
+        "durable broker send new event ids)",
+    )
     p.add_argument("--unknown-user-rate", type=float, default=0.0)
     p.add_argument(
         "--labels", action="store_true", help="also send the events' ground truth to labels"

@@ -52,7 +52,7 @@ def make_app(settings: Settings, app_id: str) -> faust.App:
         store="memory://",
         autodiscover=False,
         web_enabled=False,
-        # The assignor leader topic is a Faust-internal extra that Tansu does not need.
+        # The assignor leader topic is a Faust-internal extra that streamscore never uses.
         topic_disable_leader=True,
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",

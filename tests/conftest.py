@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,40 @@ def copy_feature_repo(dest: Path) -> Path:
         ROOT / "feature_repo", dest, ignore=shutil.ignore_patterns("data", "__pycache__")
     )
     return dest
+
+
+def kcat(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
+    """Run Debian's kcat (librdkafka), an independent Kafka client; fail on its error."""
+    binary = shutil.which("kcat")
+    assert binary, "kcat is missing: deploy/tools.sh installs it"
+    result = subprocess.run(
+        [binary, *args], input=stdin, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def consume_until(bootstrap: str, topic: str, needle: str, fmt: str, timeout_s: float = 60) -> str:
+    """Read ``topic`` with kcat from the beginning until ``needle`` shows up in its output."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = kcat(
+            "-b",
+            bootstrap,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            fmt,
+        )
+        if needle in out:
+            return out
+        time.sleep(1)
+    raise AssertionError(f"{needle!r} never appeared on {topic}")
 
 
 @pytest.fixture(scope="session")

@@ -1,24 +1,29 @@
 """End to end: the CLI driven as a user drives it, on the embedded defaults.
 
-`streamscore up` (Tansu + SQLite, in a private home and port), `produce`, `tail`,
-`audit`, `status --json`, `up` again (idempotent), `down` (stops exactly what up
-started). kcat, an independent Kafka client, produces an event and reads its
-prediction.
+`streamscore up` (the embedded Apache Kafka + SQLite, in a private home and private
+ports), `status --json`, `up` again (idempotent), events from kcat (Debian's
+librdkafka, an outsider) and from `produce`, predictions read back with kcat, `tail`,
+`down` + `up` (the broker's data survives: earlier predictions are still there), the
+broker SIGKILLed and `up` again (nothing lost), and `audit` reconciling every event
+of the whole run by id. `down` stops exactly what `up` started.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from streams import stack
-from tests.conftest import copy_feature_repo
+from tests.conftest import copy_feature_repo, kcat
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +42,8 @@ def cli(tmp_path_factory: pytest.TempPathFactory, root: Path):
     env |= {
         "STREAMSCORE_HOME": str(base / "home"),
         "STREAMSCORE_FEATURE_REPO": str(copy_feature_repo(base / "feature_repo")),
-        "STREAMSCORE_TANSU_PORT": str(port),
-        "STREAMSCORE_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "STREAMSCORE_KAFKA_PORT": str(port),
+        "STREAMSCORE_KAFKA_CONTROLLER_PORT": str(free_port()),
         "STREAMSCORE_METRICS_PORT": str(free_port()),
     }
     exe = str(Path(sys.executable).with_name("streamscore"))
@@ -56,46 +61,118 @@ def cli(tmp_path_factory: pytest.TempPathFactory, root: Path):
             )
         return result
 
-    run.env = env  # type: ignore[attr-defined]
-    run.port = port  # type: ignore[attr-defined]
+    run.home = base / "home"  # type: ignore[attr-defined]
+    run.bootstrap = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
     yield run
     run("down", check=False)
 
 
-def test_up_produce_tail_audit_down(cli, root: Path) -> None:
+def kcat_events(bootstrap: str, prefix: str, n: int) -> list[str]:
+    """Send ``n`` valid events with kcat, keyed by user id; return their ids."""
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    lines = "".join(
+        f"u{i % 50:05d}\t"
+        + json.dumps(
+            {
+                "event_id": event_id,
+                "event_time": stamp,
+                "user_id": f"u{i % 50:05d}",
+                "merchant_id": f"m{i % 20:04d}",
+                "amount": 12.5 + i,
+                "currency": "EUR",
+                "channel": "web",
+                "country": "DE",
+            }
+        )
+        + "\n"
+        for i, event_id in enumerate(ids)
+    )
+    kcat("-b", bootstrap, "-P", "-t", "events", "-K", "\t", stdin=lines)
+    return ids
+
+
+def kcat_predicted_ids(bootstrap: str, wanted: set[str], timeout_s: float = 90) -> set[str]:
+    """Event ids on ``predictions``, read with kcat, once every wanted id is there."""
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        out = kcat("-b", bootstrap, "-C", "-t", "predictions", "-o", "beginning", "-e", "-q")
+        seen = {json.loads(line)["event_id"] for line in out.splitlines() if line.strip()}
+        if wanted <= seen:
+            return seen
+        time.sleep(1)
+    raise AssertionError(f"{len(wanted - seen)} of {len(wanted)} ids never got a prediction")
+
+
+def status(cli) -> dict:
+    return json.loads(cli("status", "--json", check=False).stdout)
+
+
+def test_default_stack_durable_and_open_to_every_client(cli, root: Path) -> None:
     up = cli("up")
     assert "streamscore is up" in up.stdout
 
-    status = json.loads(cli("status", "--json").stdout)
-    assert status["up"] and status["broker"] == "tansu"
-    assert status["bootstrap_servers"] == f"127.0.0.1:{cli.port}"
-    assert {"events", "predictions", "deadletter"} <= set(status["topics"])
-    assert status["models"] == [{"name": "fraud", "version": "1", "variant": "champion"}]
-    pids = status["worker_pids"]
+    report = status(cli)
+    assert report["up"] and report["broker"] == "kafka"
+    assert report["bootstrap_servers"] == cli.bootstrap
+    assert {"events", "predictions", "deadletter", "control"} <= set(report["topics"])
+    assert report["models"] == [{"name": "fraud", "version": "1", "variant": "champion"}]
+    pids = report["worker_pids"]
     assert len(pids) == 1 and all(stack.alive(p) for p in pids)
-    metrics = subprocess.run(["curl", "-sf", status["metrics_url"]], capture_output=True, text=True)
+    metrics = subprocess.run(["curl", "-sf", report["metrics_url"]], capture_output=True, text=True)
     assert "streamscore_worker_ready 1.0" in metrics.stdout
 
     # Idempotent: a second up starts nothing new.
     cli("up")
-    assert json.loads(cli("status", "--json").stdout)["worker_pids"] == pids
+    assert status(cli)["worker_pids"] == pids
 
+    # An outsider (librdkafka 2.0.2) produces events and reads their predictions.
+    first = set(kcat_events(cli.bootstrap, "kc1", 40))
+    kcat_predicted_ids(cli.bootstrap, first)
     cli("produce", "--n", "300", "--rate", "1000")
     cli("produce", "--file", str(root / "deploy" / "demo" / "bad-events.jsonl"))
-
     tail = cli("tail", "predictions", "--n", "5", "--idle", "30")
     lines = [json.loads(line) for line in tail.stdout.splitlines()]
     assert len(lines) == 5 and all(rec["model"] == "fraud" for rec in lines)
-
     dead = cli("tail", "deadletter", "--n", "7", "--idle", "30")
     letters = [json.loads(line) for line in dead.stdout.splitlines()]
     assert len(letters) == 7
     assert all(letter["headers"]["error.stage"] in {"decode", "validate"} for letter in letters)
-
     audit = json.loads(cli("audit", "--json", "--idle", "3").stdout)
-    assert audit["reconciled"] and audit["events"] == 309
-    assert audit["predictions"] == 302 and audit["deadletters"] == 7
+    assert audit["reconciled"] and audit["events"] == 347, audit
+    assert audit["predictions"] == 340 and audit["deadletters"] == 7, audit
 
+    # down + up: the broker's data is on disk, so the earlier predictions are still there.
     cli("down")
     assert not any(stack.alive(p) for p in pids)
+    assert cli("status", check=False).returncode != 0
+    cli("up")
+    report = status(cli)
+    assert report["up"] and report["worker_pids"] != pids
+    kcat_predicted_ids(cli.bootstrap, first, timeout_s=10)
+    second = set(kcat_events(cli.bootstrap, "kc2", 40))
+    kcat_predicted_ids(cli.bootstrap, first | second)
+
+    # The broker SIGKILLed mid-run; up notices and restarts it; nothing acked is lost.
+    broker_pid = int((cli.home / "kafka" / "kafka.pid").read_text())
+    os.kill(broker_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while stack.alive(broker_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status(cli)["broker_reachable"] is False
+    cli("up")
+    third = set(kcat_events(cli.bootstrap, "kc3", 40))
+    cli("produce", "--n", "200", "--rate", "1000")
+    predicted = kcat_predicted_ids(cli.bootstrap, first | second | third)
+
+    audit = json.loads(cli("audit", "--json", "--idle", "5").stdout)
+    assert audit["events"] == 347 + 40 + 40 + 200, audit
+    assert audit["missing"] == 0 and audit["reconciled"], audit
+    assert audit["deadletters"] == 7, audit
+    # Every valid event has a prediction; at-least-once may add a replayed duplicate.
+    assert len(predicted) == 340 + 40 + 40 + 200
+
+    cli("down")
+    assert not (cli.home / "kafka" / "kafka.pid").exists()
     assert cli("status", check=False).returncode != 0

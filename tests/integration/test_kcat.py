@@ -4,9 +4,6 @@ prediction back, and reads a dead letter's headers."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
 from collections.abc import Callable
 
 import pytest
@@ -14,42 +11,9 @@ import pytest
 from features.fraud_data import demo_events, load_entities
 from streams import stack
 from streams.settings import Settings
+from tests.conftest import consume_until, kcat
 
 pytestmark = pytest.mark.integration
-
-
-def kcat(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
-    binary = shutil.which("kcat")
-    assert binary, "kcat is missing: deploy/tools.sh installs it"
-    result = subprocess.run(
-        [binary, *args], input=stdin, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def consume_until(
-    settings: Settings, topic: str, needle: str, fmt: str, timeout_s: float = 60
-) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = kcat(
-            "-b",
-            settings.bootstrap_servers,
-            "-C",
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-            "-f",
-            fmt,
-        )
-        if needle in out:
-            return out
-        time.sleep(1)
-    raise AssertionError(f"{needle!r} never appeared on {topic}")
 
 
 def test_kcat_producer_and_consumer(
@@ -72,12 +36,16 @@ def test_kcat_producer_and_consumer(
         stdin=lines,
     )
 
-    out = consume_until(settings, settings.topic("predictions"), "kcat-event-1", "%k\t%s\n")
+    out = consume_until(
+        settings.bootstrap_servers, settings.topic("predictions"), "kcat-event-1", "%k\t%s\n"
+    )
     line = next(line for line in out.splitlines() if "kcat-event-1" in line)
     key, value = line.split("\t", 1)
     record = json.loads(value)
     assert key == event["user_id"]
     assert record["event_id"] == "kcat-event-1" and record["entity"]["user_id"] == event["user_id"]
 
-    dead = consume_until(settings, settings.topic("deadletter"), "not json at all", "%h\t%s\n")
+    dead = consume_until(
+        settings.bootstrap_servers, settings.topic("deadletter"), "not json at all", "%h\t%s\n"
+    )
     assert "error.stage=decode" in dead and "error.class=DecodeError" in dead

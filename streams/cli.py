@@ -82,7 +82,8 @@ def status_report(settings: Settings) -> dict[str, Any]:
         topics = asyncio.run(existing_topics(effective))
     except BrokerUnavailable:
         broker_up = False
-    workers = [w for w in (state.workers if state else []) if stack.alive(w["pid"])]
+    workers = [w for w in (state.workers if state else []) if stack.worker_running(w)]
+    dead = stack.dead_parts(settings, state)
     registry = ModelRegistry(settings.registry_path)
     models = []
     for name in registry.list_models():
@@ -90,7 +91,8 @@ def status_report(settings: Settings) -> dict[str, Any]:
         if champion is not None:
             models.append({"name": name, "version": champion, "variant": "champion"})
     return {
-        "up": bool(state) and broker_up and bool(workers),
+        "up": bool(state) and broker_up and bool(workers) and not dead,
+        "dead": dead,
         "broker": state.broker if state else settings.broker,
         "broker_reachable": broker_up,
         "bootstrap_servers": bootstrap,
@@ -119,6 +121,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print(f"online:     {report['online_store']}")
         print(f"workers:    {report['worker_pids'] or 'none'}")
+        if report["dead"]:
+            print(f"not running: {', '.join(report['dead'])} (`streamscore up` restarts them)")
         print(f"metrics:    {report['metrics_url'] or '-'}")
         print(
             "models:     "
@@ -459,7 +463,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         state_file = stack.StackState.load(stack.state_path(settings))
         workers = len(
-            [w for w in (state_file.workers if state_file else []) if stack.alive(w["pid"])]
+            [w for w in (state_file.workers if state_file else []) if stack.worker_running(w)]
         )
     report = lifecycle.rollout(
         settings,

@@ -77,6 +77,29 @@ def alive(pid: int | None) -> bool:
     return True
 
 
+def worker_running(worker: dict[str, Any]) -> bool:
+    """A recorded worker still runs: its pid is alive and is still a streamscore worker
+    (after a reboot or a crash, stack.json may name a pid that now belongs to another
+    process)."""
+    if not alive(worker["pid"]):
+        return False
+    try:
+        cmdline = Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return b"streams.cli" in cmdline and b"worker" in cmdline
+
+
+def dead_parts(settings: Settings, state: StackState | None) -> list[str]:
+    """What ``up`` recorded that no longer runs: ``status`` says so, ``up`` restarts it."""
+    if state is None:
+        return []
+    dead = [f"worker {w['pid']}" for w in state.workers if not worker_running(w)]
+    if state.broker == "kafka" and LocalKafka(settings).pid() is None:
+        dead.append("broker (kafka)")
+    return dead
+
+
 def stop_pid(pid: int, timeout_s: float = 20.0) -> None:
     """SIGTERM, wait, then SIGKILL: the process group, since workers spawn none but brokers may."""
     if not alive(pid):
@@ -158,7 +181,7 @@ def start_redis(state: StackState) -> bool:
 
 
 def start_workers(settings: Settings, state: StackState, count: int) -> None:
-    state.workers = [w for w in state.workers if alive(w["pid"])]
+    state.workers = [w for w in state.workers if worker_running(w)]
     env = child_env(settings)
     used_ports = {w["metrics_port"] for w in state.workers}
     port = settings.metrics_port

@@ -1,5 +1,9 @@
 """Reconcile what went in with what came out: events versus predictions plus dead letters.
 
+With a time range (``--since``/``--until``), only the events whose Kafka timestamp falls
+in it are reconciled, and only outputs written since its start are read: an operator
+audits the last hour without reading the whole history.
+
 In: the records of the ``events``, ``predictions`` and ``deadletter`` topics (read from
 the beginning until the topics go quiet). Out: an :class:`AuditReport` with the counts,
 the events that have no outcome (missing) and the event ids with more than one
@@ -15,7 +19,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from aiokafka import AIOKafkaConsumer
 
 from streams.codec import decode
 from streams.kafka import reader
@@ -71,22 +78,35 @@ def reconcile(
     events: Iterable[TopicRecord],
     predictions: Iterable[TopicRecord],
     deadletters: Iterable[TopicRecord],
+    only_these_events: bool = False,
 ) -> AuditReport:
-    """Match every event to an outcome; pure, so tests feed it lists."""
+    """Match every event to an outcome; pure, so tests feed it lists.
+
+    ``only_these_events``: the events are a range, so outputs of events outside it
+    (read because they were written in the same period) are not counted.
+    """
     event_list = list(events)
+    ids = {_event_id(e.value) for e in event_list} if only_these_events else None
+    positions = {(e.partition, e.offset) for e in event_list} if only_these_events else None
     predicted = Counter(_event_id(p.value) for p in predictions)
     predicted.pop(None, None)
+    if ids is not None:
+        predicted = Counter({i: n for i, n in predicted.items() if i in ids})
     dead_at: set[tuple[int, int]] = set()
     stages: Counter[str] = Counter()
     dead_count = 0
     for d in deadletters:
         headers = {k: v.decode(errors="replace") for k, v in d.headers}
+        try:
+            position = (int(headers["source.partition"]), int(headers["source.offset"]))
+        except (KeyError, ValueError):
+            position = None
+        if positions is not None and position not in positions:
+            continue
         dead_count += 1
         stages[headers.get("error.stage", "?")] += 1
-        try:
-            dead_at.add((int(headers["source.partition"]), int(headers["source.offset"])))
-        except (KeyError, ValueError):
-            continue
+        if position is not None:
+            dead_at.add(position)
     missing = []
     for e in event_list:
         if (e.partition, e.offset) in dead_at:
@@ -104,19 +124,50 @@ def reconcile(
     )
 
 
+def parse_time(text: str, now: datetime | None = None) -> int:
+    """Epoch milliseconds of ``text``: RFC 3339, epoch ms, or an age like ``90s``, ``15m``,
+    ``2h``, ``1d`` (that long before now)."""
+    now = now or datetime.now(UTC)
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:])
+    try:
+        if unit is not None and text[:-1].replace(".", "", 1).isdigit():
+            return int((now - timedelta(seconds=float(text[:-1]) * unit)).timestamp() * 1000)
+        if text.isdigit():
+            return int(text)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(
+            f"{text!r} is not a time: use RFC 3339 with an offset (2026-11-21T10:00:00Z), "
+            f"epoch milliseconds, or an age such as 15m, 2h, 1d"
+        )
+    return int(parsed.timestamp() * 1000)
+
+
 async def read_topic(
-    settings: Settings, topic: str, idle_s: float, deadline_s: float = 600
+    settings: Settings,
+    topic: str,
+    idle_s: float,
+    deadline_s: float = 600,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
 ) -> list[TopicRecord]:
-    """Every record of ``topic`` from the beginning, until nothing new came for ``idle_s``."""
+    """The records of ``topic`` (from ``since_ms`` by timestamp, else from the beginning;
+    before ``until_ms`` if given) until nothing new came for ``idle_s``."""
     consumer = reader(settings, topic)
     await consumer.start()
     out: list[TopicRecord] = []
     try:
+        if since_ms is not None:
+            await _seek_to_time(consumer, since_ms)
         last = start = time.monotonic()
         while time.monotonic() - last < idle_s and time.monotonic() - start < deadline_s:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for r in records:
+                    if until_ms is not None and r.timestamp >= until_ms:
+                        continue
                     out.append(
                         TopicRecord(r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
                     )
@@ -126,10 +177,32 @@ async def read_topic(
     return out
 
 
-async def audit(settings: Settings, idle_s: float = 5.0) -> AuditReport:
+async def _seek_to_time(consumer: AIOKafkaConsumer, since_ms: int) -> None:
+    """Each partition to its first record at or after ``since_ms`` (the end if none)."""
+    # start() waited for the topic's metadata, and a group-less consumer then holds
+    # every partition of it.
+    partitions = list(consumer.assignment())
+    found = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+    for tp in partitions:
+        if found.get(tp) is None:
+            await consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, found[tp].offset)
+
+
+async def audit(
+    settings: Settings,
+    idle_s: float = 5.0,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> AuditReport:
+    """Reconcile the events in a time range (all of them by default) with their outcomes."""
     events, predictions, deadletters = await asyncio.gather(
-        read_topic(settings, settings.topic("events"), idle_s),
-        read_topic(settings, settings.topic("predictions"), idle_s),
-        read_topic(settings, settings.topic("deadletter"), idle_s),
+        read_topic(
+            settings, settings.topic("events"), idle_s, since_ms=since_ms, until_ms=until_ms
+        ),
+        read_topic(settings, settings.topic("predictions"), idle_s, since_ms=since_ms),
+        read_topic(settings, settings.topic("deadletter"), idle_s, since_ms=since_ms),
     )
-    return reconcile(events, predictions, deadletters)
+    ranged = since_ms is not None or until_ms is not None
+    return reconcile(events, predictions, deadletters, only_these_events=ranged)

@@ -358,9 +358,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from streams.audit import audit
+    from streams.audit import audit, parse_time
 
-    report = asyncio.run(audit(_settings(args), idle_s=args.idle))
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"streamscore audit: {exc}", file=sys.stderr)
+        return 2
+    report = asyncio.run(audit(_settings(args), idle_s=args.idle, since_ms=since, until_ms=until))
     summary = report.as_dict()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -582,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--idle", type=float, default=5.0, help="seconds without new records before counting"
     )
+    p.add_argument(
+        "--since",
+        help="only events from this time (RFC 3339, epoch ms, or an age: 15m, 2h, 1d)",
+    )
+    p.add_argument("--until", help="only events before this time (same forms as --since)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
 

@@ -152,6 +152,11 @@ def metrics_figures(url: str | None, timeout_s: float = 2.0) -> str | None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.role == "feedback":
+        from streams.monitoring.runner import run_feedback_worker
+
+        run_feedback_worker(_settings(args))
+        return 0
     from streams.worker import run_worker
 
     run_worker(_settings(args))
@@ -458,7 +463,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         state_file = stack.StackState.load(stack.state_path(settings))
         workers = len(
-            [w for w in (state_file.workers if state_file else []) if stack.alive(w["pid"])]
+            [
+                w
+                for w in (state_file.workers if state_file else [])
+                if stack.alive(w["pid"]) and w.get("role", "score") == "score"
+            ]
         )
     report = lifecycle.rollout(
         settings,
@@ -518,6 +527,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("worker", help="run one worker in the foreground"))
     p.add_argument("--online-store", choices=["sqlite", "redis"])
+    p.add_argument(
+        "--role",
+        choices=["score", "feedback"],
+        default="score",
+        help="score events (default) or run the label join and online quality",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = common(

@@ -30,6 +30,11 @@ FEATURES_MISSING = Counter(
 PUBLISH_RETRIES = Counter(
     "publish_retries", "Publish attempts that failed and were retried.", namespace=_NS
 )
+PUBLISH_IN_FLIGHT = Gauge(
+    "publish_batches_in_flight",
+    "Micro-batches published whose outcomes the broker has not acknowledged yet.",
+    namespace=_NS,
+)
 STAGE_SECONDS = Histogram(
     "stage_seconds",
     "Time per micro-batch spent in each pipeline stage.",

@@ -115,6 +115,9 @@ class PipelineConfig:
     dedupe_window: int = 200_000
     enrich_retries: int = 3
     enrich_backoff_s: float = 0.2
+    # Event fields copied into each prediction record's ``slices``: what the feedback
+    # worker slices online quality by, without reading ``events`` a second time.
+    slice_fields: tuple[str, ...] = ()
 
 
 def _rfc3339(ts: datetime) -> str:
@@ -330,7 +333,6 @@ class ScoringPipeline:
             self._signals += self.monitor.observe_batch(
                 manifest, variant, batch.columns, scores, batch.missing
             )
-        keys = list(manifest.entity_keys.items())
         records: list[dict[str, Any] | PipelineError] = []
         missing_features = batch.features_missing(manifest)
         limit = policy.max_missing_fraction if policy else None
@@ -343,19 +345,16 @@ class ScoringPipeline:
                 )
                 continue
             records.append(
-                {
-                    "event_id": event["event_id"],
-                    "entity": {key: event.get(fld) for key, fld in keys},
-                    "model": manifest.name,
-                    "version": manifest.version,
-                    "variant": variant,
-                    "score": score,
-                    "decision": manifest.decide(score),
-                    "fallback": None,
-                    "features_missing": missing,
-                    "event_time": _rfc3339(event["event_time"]),
-                    "scored_at": scored_at,
-                }
+                self._record(
+                    manifest,
+                    variant,
+                    event,
+                    score,
+                    manifest.decide(score),
+                    None,
+                    missing,
+                    scored_at,
+                )
             )
         if self.served_features:
             stamped = [
@@ -367,8 +366,8 @@ class ScoringPipeline:
             )
         return records
 
-    @staticmethod
     def _fallback(
+        self,
         manifest: ModelManifest,
         variant: str,
         event: dict[str, Any],
@@ -378,6 +377,21 @@ class ScoringPipeline:
     ) -> dict[str, Any]:
         score, decision = manifest.fallback_score(event)
         metrics.FALLBACKS.labels(manifest.name, reason).inc()
+        return self._record(manifest, variant, event, score, decision, reason, missing, scored_at)
+
+    def _record(
+        self,
+        manifest: ModelManifest,
+        variant: str,
+        event: dict[str, Any],
+        score: float,
+        decision: str,
+        fallback: str | None,
+        missing: list[str],
+        scored_at: datetime,
+    ) -> dict[str, Any]:
+        """The prediction record (contract in ARCHITECTURE), built in this one place;
+        ``scored_at`` and ``latency_ms`` are filled in by :meth:`_prediction`."""
         return {
             "event_id": event["event_id"],
             "entity": {key: event.get(fld) for key, fld in manifest.entity_keys.items()},
@@ -386,9 +400,12 @@ class ScoringPipeline:
             "variant": variant,
             "score": score,
             "decision": decision,
-            "fallback": reason,
+            "fallback": fallback,
             "features_missing": list(missing),
             "event_time": _rfc3339(event["event_time"]),
+            "slices": {
+                f: str(event[f]) for f in self.config.slice_fields if event.get(f) is not None
+            },
             "scored_at": scored_at,
         }
 

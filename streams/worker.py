@@ -97,6 +97,7 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         max_event_bytes=settings.max_event_bytes,
         dedupe_window=settings.dedupe_window,
         enrich_retries=settings.enrich_retries,
+        slice_fields=tuple(settings.slice_fields),
     )
     pipeline = ScoringPipeline(
         routing,

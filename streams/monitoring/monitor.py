@@ -4,7 +4,7 @@ In: the model's manifest, its variant, the model-ready input columns (the ``colu
 of ``models.assembly.AssembledBatch``, defaults already filled in, exactly what the
 reference profile was computed on), the scores and, per row, the input references that
 were missing. Out: drift windows fed (signals returned for the caller to publish on
-``signals`` with :func:`streams.monitoring.feedback.send_signals`), the missing-feature
+``signals`` by the scoring agent), the missing-feature
 rate per feature, the served-feature log records, and the consumer-lag gauge.
 """
 

@@ -96,6 +96,22 @@ def parse_prediction(record: Any) -> JoinItem:
     return JoinItem("prediction", record["event_id"], body)
 
 
+def decode_join_item(raw: bytes | None) -> JoinItem:
+    """A record of the internal join topic; ValueError for anything else (for instance
+    the ``context`` records of 0.1, when events were read a second time)."""
+    record = decode(raw or b"null")
+    if not isinstance(record, dict) or record.get("kind") not in ("prediction", "label"):
+        kind = record.get("kind") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"join record of kind {kind!r}: expected prediction or label")
+    item = JoinItem(record["kind"], str(record.get("event_id")), record.get("body") or {})
+    # the same checks the forwarder made, so a bad record is refused here, not mid-join
+    if item.kind == "label":
+        parse_label({"event_id": item.event_id, **item.body})
+    else:
+        parse_prediction({"event_id": item.event_id, **item.body})
+    return item
+
+
 def join_step(
     state: dict[str, Any] | None, item: JoinItem, now: float, partition: int = 0
 ) -> tuple[dict[str, Any], list[Pair], str]:
@@ -264,8 +280,13 @@ def register_feedback(
         inputs = cast(Stream, stream).noack()
         send = faust_send(app.producer)
         async for event in inputs.events():
-            raw = decode(event.message.value or b"{}")
-            item = JoinItem(raw["kind"], raw["event_id"], raw["body"])
+            try:
+                item = decode_join_item(event.message.value)
+            except ValueError as exc:  # an agent that crashed here would never ack again
+                metrics.LABEL_JOINS.labels("invalid").inc()
+                log.warning("feedback: skipped a join record: %s", exc)
+                await inputs.ack(event)
+                continue
             partition = event.message.partition
             now = time.time()
             key = item.event_id.encode()

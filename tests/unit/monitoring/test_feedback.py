@@ -164,3 +164,24 @@ def test_malformed_labels_are_refused_with_a_reason(bad: object) -> None:
     with pytest.raises(ValueError, match="label"):
         parse_label(bad)
     assert math.isfinite(parse_label({"event_id": "e", "label": True}).body["label"])
+
+
+def test_join_records_of_an_unknown_kind_are_refused_not_crashing_the_join() -> None:
+    from streams.codec import encode
+    from streams.monitoring.feedback import decode_join_item
+
+    prediction = {"model": "m", "version": "1", "variant": "champion", "score": 0.2}
+    ok = decode_join_item(
+        encode({"kind": "prediction", "event_id": "e", "body": prediction | {"decision": "a"}})
+    )
+    assert ok.kind == "prediction" and ok.event_id == "e"
+    assert decode_join_item(encode({"kind": "label", "event_id": "e", "body": {"label": 1}}))
+    # 0.1 forwarded event context onto the join topic; such records must be skipped
+    for bad in (
+        {"kind": "context", "event_id": "e", "body": {"slices": {}}},
+        {"kind": "label", "event_id": "e", "body": {}},
+        {"kind": "prediction", "event_id": "e", "body": prediction},
+        [1],
+    ):
+        with pytest.raises(ValueError):
+            decode_join_item(encode(bad))

@@ -291,9 +291,17 @@ def register_feedback(
             now = time.time()
             key = item.event_id.encode()
             stored = table.get(key)
-            state, pairs, outcome = join_step(
-                decode(stored) if stored else None, item, now, partition
-            )
+            try:
+                state, pairs, outcome = join_step(
+                    decode(stored) if stored else None, item, now, partition
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                # A stored state this code cannot read (written by another version):
+                # counted and skipped, since a crashed agent would never ack again.
+                metrics.LABEL_JOINS.labels("invalid").inc()
+                log.warning("feedback: cannot join %s with its stored state: %r", key, exc)
+                await inputs.ack(event)
+                continue
             signals: list[Signal] = []
             for pair in pairs:
                 signals += quality.add(pair)

@@ -8,8 +8,13 @@ timestamps of the last lookup's rows per feature view (epoch seconds, ``None`` f
 unknown entity) for the feature-age metric: ``last_event_timestamps()``, an optional
 method callers look up with ``getattr``.
 
-``FeastOnlineSource`` makes ONE ``get_online_features`` call per batch and runs
-it on a dedicated single-thread executor: the Feast client is blocking, its
+``FeastOnlineSource`` makes at most ONE ``get_online_features`` call per batch, for the
+batch's distinct entities that its :class:`EntityCache` does not hold (per feature view,
+keyed by the view's join keys, bounded, with a TTL; :meth:`FeastOnlineSource.invalidate`
+drops entities whose features changed: the streaming-feature writer calls it). Feast's
+per-row cost is what bounds enrichment (about 1 ms per row on Redis, measured; see
+PERF_NOTES), so every row not asked for is time won. It runs the call
+on a dedicated single-thread executor: the Feast client is blocking, its
 SQLite online store keeps one connection per store object (opened with
 ``check_same_thread=False`` in Feast 0.67, but a connection is not safe to use
 from two threads at once), and the Redis client is not meant to be shared
@@ -19,8 +24,11 @@ across threads either; one thread serialises them and keeps the event loop free.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from feast import FeatureStore
@@ -30,7 +38,13 @@ from feast.online_response import TIMESTAMP_POSTFIX
 from features.errors import FeatureError, FeatureStoreUnavailable, UnknownFeatureError
 from features.store import describe_store, store_connection_errors
 
-__all__ = ["OnlineFeatureSource", "FeastOnlineSource", "parse_ref", "registered_refs"]
+__all__ = [
+    "OnlineFeatureSource",
+    "FeastOnlineSource",
+    "EntityCache",
+    "parse_ref",
+    "registered_refs",
+]
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -66,18 +80,89 @@ def registered_refs(store: FeatureStore) -> set[str]:
     return refs
 
 
-class FeastOnlineSource:
-    """``OnlineFeatureSource`` backed by a Feast FeatureStore (SQLite or Redis)."""
+EntityKey = tuple[Any, ...]
 
-    def __init__(self, store: FeatureStore) -> None:
+
+@dataclass(frozen=True, slots=True)
+class CachedEntity:
+    """One entity's online values of one feature view, as last looked up."""
+
+    expires: float
+    values: Mapping[str, Any]  # feature name -> plain value (None: missing)
+    event_ts: float | None  # the view's event timestamp for the entity (None: unknown)
+
+
+class EntityCache:
+    """Per feature view, the last looked-up values of at most ``max_entities`` entities,
+    each for ``ttl_s`` seconds (least recently stored evicted first). Not thread-safe: use
+    it from the event loop only. ``ttl_s`` 0 stores nothing."""
+
+    def __init__(
+        self, ttl_s: float, max_entities: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entities = max_entities
+        self.clock = clock
+        self._views: dict[str, OrderedDict[EntityKey, CachedEntity]] = {}
+
+    def get(self, view: str, key: EntityKey, now: float) -> CachedEntity | None:
+        entries = self._views.get(view)
+        entry = entries.get(key) if entries else None
+        if entry is None:
+            return None
+        if entry.expires <= now:
+            del entries[key]  # type: ignore[union-attr]
+            return None
+        return entry
+
+    def put(self, view: str, key: EntityKey, entry: CachedEntity) -> None:
+        if self.ttl_s <= 0:
+            return
+        entries = self._views.setdefault(view, OrderedDict())
+        entries[key] = entry
+        entries.move_to_end(key)
+        while len(entries) > self.max_entities:
+            entries.popitem(last=False)
+
+    def invalidate(self, view: str, keys: Iterable[EntityKey]) -> int:
+        """Forget ``keys`` of ``view``; return how many were held."""
+        entries = self._views.get(view)
+        if not entries:
+            return 0
+        return sum(entries.pop(key, None) is not None for key in keys)
+
+    def __len__(self) -> int:
+        return sum(len(e) for e in self._views.values())
+
+
+class FeastOnlineSource:
+    """``OnlineFeatureSource`` backed by a Feast FeatureStore (SQLite or Redis).
+
+    ``cache_ttl_s`` 0 disables the entity cache; lookups still ask only for a batch's
+    distinct entities.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        cache_ttl_s: float = 0.0,
+        cache_max_entities: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast-online")
         self._closed = False
         self._last_event_ts: dict[str, list[float | None]] = {}
+        self._cache = EntityCache(cache_ttl_s, cache_max_entities, clock)
+        self._join_keys: dict[str, tuple[str, ...]] = {}
 
     @property
     def store(self) -> FeatureStore:
         return self._store
+
+    @property
+    def cache(self) -> EntityCache:
+        return self._cache
 
     def check(self, refs: Sequence[str]) -> None:
         for ref in refs:
@@ -90,6 +175,30 @@ class FeastOnlineSource:
         if missing:
             raise UnknownFeatureError(missing, available)
 
+    def join_keys(self, view: str) -> tuple[str, ...]:
+        """The entity join keys of ``view``, from the registry (once per view)."""
+        keys = self._join_keys.get(view)
+        if keys is None:
+            try:
+                keys = tuple(self._store.get_feature_view(view).join_keys)
+            except FeastObjectNotFoundException as exc:
+                raise UnknownFeatureError([view], registered_refs(self._store)) from exc
+            except store_connection_errors() as exc:
+                raise FeatureStoreUnavailable(describe_store(self._store), exc) from exc
+            self._join_keys[view] = keys
+        return keys
+
+    def invalidate(self, entities: Iterable[Mapping[str, Any]]) -> int:
+        """Forget the cached values of ``entities`` (join key -> value, e.g.
+        ``{"user_id": "u1"}``) in every view keyed by exactly those join keys; return how
+        many cached entries were dropped. Call it after writing an entity's features."""
+        dropped = 0
+        entities = list(entities)
+        for view, keys in self._join_keys.items():
+            wanted = [tuple(e[k] for k in keys) for e in entities if set(keys) == set(e)]
+            dropped += self._cache.invalidate(view, wanted)
+        return dropped
+
     async def fetch(
         self, refs: Sequence[str], entity_rows: Sequence[Mapping[str, Any]]
     ) -> dict[str, list[Any]]:
@@ -98,15 +207,63 @@ class FeastOnlineSource:
         self._last_event_ts = {}
         if not refs or not entity_rows:
             return {ref: [None] * len(entity_rows) for ref in refs}
-        loop = asyncio.get_running_loop()
-        values, event_ts = await loop.run_in_executor(
-            self._executor, self._fetch_blocking, list(refs), [dict(r) for r in entity_rows]
-        )
+        unique_refs = list(dict.fromkeys(refs))
+        features: dict[str, list[str]] = {}
+        for ref in unique_refs:
+            view, feature = parse_ref(ref)
+            features.setdefault(view, []).append(feature)
+        now = self._cache.clock()
+        keys = {
+            view: [tuple(row.get(k) for k in self.join_keys(view)) for row in entity_rows]
+            for view in features
+        }
+        held: dict[str, dict[EntityKey, CachedEntity]] = {view: {} for view in features}
+        to_fetch: dict[EntityKey, Mapping[str, Any]] = {}  # one row per distinct entity row
+        views_to_fetch: set[str] = set()
+        for view, wanted in features.items():
+            found = held[view]
+            for key, row in zip(keys[view], entity_rows, strict=True):
+                if key in found:
+                    continue
+                entry = self._cache.get(view, key, now)
+                if entry is not None and all(f in entry.values for f in wanted):
+                    found[key] = entry
+                else:
+                    views_to_fetch.add(view)
+                    to_fetch.setdefault(tuple(sorted(row.items())), row)
+        if to_fetch:
+            fetch_refs = [r for r in unique_refs if parse_ref(r)[0] in views_to_fetch]
+            rows = [dict(r) for r in to_fetch.values()]
+            loop = asyncio.get_running_loop()
+            values, event_ts = await loop.run_in_executor(
+                self._executor, self._fetch_blocking, fetch_refs, rows
+            )
+            expires = now + self._cache.ttl_s
+            for view in views_to_fetch:
+                join_keys = self.join_keys(view)
+                for i, row in enumerate(rows):
+                    key = tuple(row.get(k) for k in join_keys)
+                    if key in held[view]:
+                        continue
+                    entry = CachedEntity(
+                        expires,
+                        {f: values[f"{view}:{f}"][i] for f in features[view]},
+                        event_ts[view][i],
+                    )
+                    held[view][key] = entry
+                    self._cache.put(view, key, entry)
+        out: dict[str, list[Any]] = {}
+        for ref in unique_refs:
+            view, feature = parse_ref(ref)
+            found = held[view]
+            out[ref] = [found[key].values[feature] for key in keys[view]]
         # Set here, on the event loop, not in the lookup thread: a caller that reads
         # last_event_timestamps() right after its own await (no await in between) gets
         # its own lookup's timestamps even when other coroutines share this source.
-        self._last_event_ts = event_ts
-        return values
+        self._last_event_ts = {
+            view: [held[view][key].event_ts for key in keys[view]] for view in features
+        }
+        return out
 
     def last_event_timestamps(self) -> dict[str, list[float | None]]:
         """Per feature view, the event time (epoch seconds) of each row of the last fetch.

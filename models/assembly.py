@@ -60,25 +60,28 @@ def _as_string(value: Any) -> str | None:
 
 
 def _column(spec: ModelInput, values: Sequence[Any], missing: list[list[str]]) -> np.ndarray:
-    n = len(missing)
+    # Plain Python per cell, one numpy conversion per column: writing numpy cells one by
+    # one costs more than the list it replaces.
     if spec.dtype == "float32":
         default_f = float(spec.default)
-        floats = np.empty((n, 1), dtype=np.float32)
+        floats: list[float] = []
         for i, value in enumerate(values):
             f = _as_float(value)
             if f is None:
                 f = default_f
                 missing[i].append(spec.ref)
-            floats[i, 0] = f
-        return floats
+            floats.append(f)
+        return np.array(floats, dtype=np.float32).reshape(-1, 1)
     default_s = str(spec.default)
-    strings = np.empty((n, 1), dtype=object)
+    strings = np.empty((len(missing), 1), dtype=object)
+    column: list[str] = []
     for i, value in enumerate(values):
         s = _as_string(value)
         if s is None:
             s = default_s
             missing[i].append(spec.ref)
-        strings[i, 0] = s
+        column.append(s)
+    strings[:, 0] = column  # an object array from a list of str, without per-cell writes
     return strings
 
 

@@ -1,17 +1,20 @@
-"""The Faust app: topics and the scoring agent.
+"""The Faust app of the scoring worker: topics and the scoring agent, nothing else.
 
 In: raw records of the ``events`` topic. Out: prediction records to ``predictions``,
 shadow predictions to ``predictions-shadow``, dead letters to ``deadletter``, the
 served-feature log to ``features-served`` (when enabled) and drift signals of the
-pipeline's monitor to ``signals``. The same app runs the feedback loop
-(:func:`streams.monitoring.feedback.register_feedback`: label join, online quality) and
-the consumer-lag gauge. Rollout
-commands from ``control`` reach the pipeline through :class:`ControlFollower`, a task
-beside the agent. The agent is a thin loop: it takes micro-batches of
-events, hands them to :class:`streams.pipeline.ScoringPipeline`, publishes the results
-and waits for the broker to acknowledge every one of them before the batch's offsets
-are acked (``take_events`` acks after the loop body), so an offset is committed only
-once its outcome is durable: at-least-once.
+pipeline's monitor to ``signals``. The label join and online quality run in the
+feedback worker (:mod:`streams.monitoring.runner`, ``streamscore worker --role
+feedback``), so this worker carries no join, no changelog table and no second read of
+``events``. Rollout commands from ``control`` reach the pipeline through
+:class:`ControlFollower`, a task beside the agent.
+
+The agent is a thin loop: it takes micro-batches with ``noack_take`` (Faust's manual-ack
+take: ``take_events`` acks a batch in a ``finally``, even when the body raised or was
+cancelled), hands them to :class:`streams.pipeline.ScoringPipeline`, and submits the
+outcomes to a :class:`streams.publish.PublishWindow`, which acks the batch's events only
+once the broker acknowledged all of its outcomes, in order, while the next batches are
+already being scored: at-least-once, without waiting for the broker between batches.
 
 Run it with ``streamscore worker``.
 """
@@ -19,25 +22,37 @@ Run it with ``streamscore worker``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 import faust
 from faust.streams import Stream
-from faust.types import EventT, StreamT, TopicT
+from faust.types import EventT, StreamT
 
 from streams import metrics
 from streams.control import ControlFollower
+from streams.errors import PipelineError
 from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
-from streams.monitoring.feedback import register_feedback, send_signals
 from streams.monitoring.monitor import register_lag_monitor
-from streams.pipeline import Inbound, Outbound, ScoringPipeline
+from streams.monitoring.signals import encode_signal
+from streams.pipeline import Inbound, Outbound, ScoringPipeline, dead_letter
+from streams.publish import PublishWindow, faust_send, send_best_effort
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping worker waits for its in-flight batches to be acknowledged.
+DRAIN_TIMEOUT_S = 10.0
+
+
+class UnexpectedError(PipelineError):
+    """The pipeline raised where it should have routed: a bug, dead-lettered per batch so
+    the partition keeps moving and the reason is on the record."""
+
+    stage = "score"
 
 
 def to_inbound(event: EventT) -> Inbound:
@@ -53,35 +68,15 @@ def to_inbound(event: EventT) -> Inbound:
     )
 
 
-async def publish(
-    outbound: Sequence[Outbound], topics: dict[str, TopicT], retry_max_s: float
-) -> None:
-    """Publish every record and return only when the broker acknowledged all of them.
-
-    A failed record is sent again with back-off, forever: giving up would mean acking
-    an event that has no outcome. While the broker is away the partition stalls, which
-    is the honest behaviour for at-least-once.
-    """
-    pending = list(outbound)
-    delay = 0.1
-    while pending:
-        futures = [
-            await topics[o.destination].send(
-                key=o.key, value=o.value, headers=o.headers, force=True
-            )
-            for o in pending
-        ]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-        if failed:
-            metrics.PUBLISH_RETRIES.inc(len(failed))
-            first = next(r for r in results if isinstance(r, BaseException))
-            log.warning(
-                "publish of %d records failed (%r); retrying in %.1fs", len(failed), first, delay
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, retry_max_s)
-        pending = failed
+async def score_batch(pipeline: ScoringPipeline, batch: Sequence[Inbound]) -> list[Outbound]:
+    """The pipeline's outcomes; if it raised anyway, a dead letter per event (logged once)."""
+    try:
+        return await pipeline.process(batch)
+    except Exception as exc:
+        log.exception("the pipeline raised on a batch of %d; dead-lettering it", len(batch))
+        error = UnexpectedError(f"{type(exc).__name__}: {exc}")
+        metrics.DEADLETTERS.labels(error.stage).inc(len(batch))
+        return [dead_letter(record, error) for record in batch]
 
 
 def build_app(
@@ -93,18 +88,13 @@ def build_app(
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
     app = make_app(settings, settings.consumer_group)
     events = raw_topic(app, settings.topic("events"), settings.partitions)
-    outputs = {
-        "predictions": raw_topic(app, settings.topic("predictions"), settings.partitions),
-        "deadletter": raw_topic(app, settings.topic("deadletter"), settings.partitions),
-        "predictions-shadow": raw_topic(
-            app, settings.topic("predictions-shadow"), settings.partitions
-        ),
+    destinations = {
+        "predictions": settings.topic("predictions"),
+        "deadletter": settings.topic("deadletter"),
+        "predictions-shadow": settings.topic("predictions_shadow"),
+        "features-served": settings.topic("features_served"),
     }
-    if settings.served_features_log:
-        outputs["features-served"] = raw_topic(
-            app, settings.topic("features_served"), settings.partitions
-        )
-    feedback = register_feedback(app, settings)
+    signals_topic = settings.topic("signals")
     register_lag_monitor(app)
 
     if control is not None:
@@ -119,22 +109,38 @@ def build_app(
 
     @app.agent(events, name="score")
     async def score(stream: StreamT) -> None:
-        async for batch in cast(Stream, stream).take_events(
-            settings.batch_max, within=settings.batch_wait_s
-        ):
-            metrics.EVENTS_CONSUMED.inc(len(batch))
-            metrics.BATCH_SIZE.observe(len(batch))
-            outbound = await pipeline.process([to_inbound(e) for e in batch])
-            started = time.perf_counter()
-            await publish(outbound, outputs, settings.publish_retry_max_s)
-            metrics.STAGE_SECONDS.labels("publish").observe(time.perf_counter() - started)
-            # After the batch's outcomes: a signal is informative, it never holds up offsets.
-            signals = pipeline.drain_signals()
-            try:
-                await send_signals(feedback.signals_topic, signals)
-            except Exception as exc:  # the broker is away: the outcomes above are durable
-                log.warning("could not publish %d signals: %r", len(signals), exc)
+        source = cast(Stream, stream)
+        send = faust_send(app.producer)
+        window = PublishWindow(
+            send, destinations, settings.publish_max_in_flight, settings.publish_retry_max_s
+        )
+        settling = asyncio.create_task(window.run())
 
+        async def ack(batch: Sequence[EventT]) -> None:
+            for event in batch:
+                await source.ack(event)
+
+        try:
+            async for taken in source.noack_take(settings.batch_max, within=settings.batch_wait_s):
+                batch = cast(Sequence[EventT], taken)  # noack_take yields the events themselves
+                metrics.EVENTS_CONSUMED.inc(len(batch))
+                metrics.BATCH_SIZE.observe(len(batch))
+                outbound = await score_batch(pipeline, [to_inbound(e) for e in batch])
+                await window.submit(outbound, lambda batch=batch: ack(batch))
+                # Informative: never held up by, nor holding up, the batch's offsets.
+                signals = pipeline.drain_signals()
+                if signals:
+                    await send_best_effort(send, signals_topic, [encode_signal(s) for s in signals])
+        finally:
+            # Stopping: let what is in flight settle so its offsets can be committed; what
+            # does not settle in time is simply scored again after the restart.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(window.drain()), DRAIN_TIMEOUT_S)
+            settling.cancel()
+
+    # No hook on revocation: Faust waits for every consumed event to be acked before it
+    # commits and hands partitions over (App._consumer_wait_empty); the window settles
+    # them meanwhile.
     mark_ready_on_rebalance(app, ready_file)
 
     return app

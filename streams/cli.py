@@ -99,6 +99,15 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "online_store": state.online_store if state else settings.online_store,
         "topics": topics,
         "worker_pids": [w["pid"] for w in workers],
+        "workers": [
+            {
+                "pid": w["pid"],
+                "role": w.get("role", "score"),
+                "metrics_url": f"http://{settings.metrics_host}:{w['metrics_port']}/metrics",
+            }
+            for w in workers
+        ],
+        # The first scoring worker's: the figures that `status` prints come from it.
         "metrics_url": f"http://{settings.metrics_host}:{workers[0]['metrics_port']}/metrics"
         if workers
         else None,
@@ -120,7 +129,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"({'reachable' if report['broker_reachable'] else 'unreachable'})"
         )
         print(f"online:     {report['online_store']}")
-        print(f"workers:    {report['worker_pids'] or 'none'}")
+        print(
+            "workers:    "
+            + (", ".join(f"{w['pid']} ({w['role']})" for w in report["workers"]) or "none")
+        )
         if report["dead"]:
             print(f"not running: {', '.join(report['dead'])} (`streamscore up` restarts them)")
         print(f"metrics:    {report['metrics_url'] or '-'}")
@@ -157,6 +169,11 @@ def metrics_figures(url: str | None, timeout_s: float = 2.0) -> str | None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.role == "feedback":
+        from streams.monitoring.runner import run_feedback_worker
+
+        run_feedback_worker(_settings(args))
+        return 0
     from streams.worker import run_worker
 
     run_worker(_settings(args))
@@ -469,7 +486,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         state_file = stack.StackState.load(stack.state_path(settings))
         workers = len(
-            [w for w in (state_file.workers if state_file else []) if stack.worker_running(w)]
+            [
+                w
+                for w in (state_file.workers if state_file else [])
+                if stack.worker_running(w) and w.get("role", "score") == "score"
+            ]
         )
     report = lifecycle.rollout(
         settings,
@@ -533,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("worker", help="run one worker in the foreground"))
     p.add_argument("--online-store", choices=["sqlite", "redis"])
+    p.add_argument(
+        "--role",
+        choices=["score", "feedback"],
+        default="score",
+        help="score events (default) or run the label join and online quality",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = common(

@@ -57,6 +57,11 @@ def make_app(settings: Settings, app_id: str) -> faust.App:
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
+        producer_compression_type=(
+            None if settings.producer_compression == "none" else settings.producer_compression
+        ),
         stream_publish_on_commit=False,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,

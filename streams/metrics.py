@@ -6,7 +6,13 @@ The worker serves them on ``metrics_host:metrics_port``.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server, values
+
+# Importing Feast sets PROMETHEUS_MULTIPROCESS_DIR (feast/metrics.py, for its gunicorn
+# feature server) and child processes inherit it; prometheus_client then keeps every
+# value in an mmap file behind a lock and a pid check: 5 % of the scoring loop at
+# saturation (py-spy, PERF_NOTES). A worker is one process: in-memory values, always.
+values.ValueClass = values.MutexValue
 
 _NS = "streamscore"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -29,6 +35,11 @@ FEATURES_MISSING = Counter(
 )
 PUBLISH_RETRIES = Counter(
     "publish_retries", "Publish attempts that failed and were retried.", namespace=_NS
+)
+PUBLISH_IN_FLIGHT = Gauge(
+    "publish_batches_in_flight",
+    "Micro-batches published whose outcomes the broker has not acknowledged yet.",
+    namespace=_NS,
 )
 STAGE_SECONDS = Histogram(
     "stage_seconds",

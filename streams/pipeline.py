@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,10 +115,15 @@ class PipelineConfig:
     dedupe_window: int = 200_000
     enrich_retries: int = 3
     enrich_backoff_s: float = 0.2
+    # Event fields copied into each prediction record's ``slices``: what the feedback
+    # worker slices online quality by, without reading ``events`` a second time.
+    slice_fields: tuple[str, ...] = ()
 
 
 def _rfc3339(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if ts.tzinfo is not UTC:  # the contract normalises event times to UTC already
+        ts = ts.astimezone(UTC)
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ScoringPipeline:
@@ -146,6 +151,7 @@ class ScoringPipeline:
         self.served_features = served_features
         self._seen = RecentIds(self.config.dedupe_window)
         self._signals: list[Signal] = []
+        self._last_stamp: tuple[datetime, str, float] | None = None
 
     def drain_signals(self) -> list[Signal]:
         """Drift/retrain signals of the windows closed since the last call (for ``signals``)."""
@@ -197,6 +203,7 @@ class ScoringPipeline:
 
         shadow_out: list[Outbound] = []
         served: list[Outbound] = []
+        tally: Counter[tuple[str, str, str, str]] = Counter()
         if valid_events:
             try:
                 scored, shadow = await self._enrich_and_score(routing, valid_events, served)
@@ -210,15 +217,20 @@ class ScoringPipeline:
                         self._seen.forget(event["event_id"])
                         out[i] = dead_letter(batch[i], prediction)
                     else:
-                        out[i] = self._prediction(batch[i], prediction)
+                        out[i] = self._prediction(batch[i], prediction, tally)
                 for i, prediction in shadow:
-                    shadow_out.append(self._prediction(batch[valid_idx[i]], prediction))
+                    shadow_out.append(self._prediction(batch[valid_idx[i]], prediction, tally))
 
         result = [o for o in out if o is not None]
         assert len(result) == len(batch), "every inbound record needs one outbound record"
-        for o in result:
-            if o.destination == "deadletter":
-                metrics.DEADLETTERS.labels(dict(o.headers)["error.stage"].decode()).inc()
+        # Counted once per batch and label set, not once per record.
+        for labels, n in tally.items():
+            metrics.PREDICTIONS.labels(*labels).inc(n)
+        dead = Counter(
+            dict(o.headers)["error.stage"].decode() for o in result if o.destination == "deadletter"
+        )
+        for stage, n in dead.items():
+            metrics.DEADLETTERS.labels(stage).inc(n)
         return result + shadow_out + served
 
     async def _features(
@@ -330,32 +342,29 @@ class ScoringPipeline:
             self._signals += self.monitor.observe_batch(
                 manifest, variant, batch.columns, scores, batch.missing
             )
-        keys = list(manifest.entity_keys.items())
         records: list[dict[str, Any] | PipelineError] = []
         missing_features = batch.features_missing(manifest)
         limit = policy.max_missing_fraction if policy else None
+        n_missing = sum(len(m) for m in missing_features)
+        if n_missing:
+            metrics.FEATURES_MISSING.labels(manifest.name).inc(n_missing)
         for event, score, missing in zip(events, scores.tolist(), missing_features, strict=True):
-            if missing:
-                metrics.FEATURES_MISSING.labels(manifest.name).inc(len(missing))
             if limit is not None and refs and len(missing) / len(refs) > limit:
                 records.append(
                     self._fallback(manifest, variant, event, "features_missing", missing, scored_at)
                 )
                 continue
             records.append(
-                {
-                    "event_id": event["event_id"],
-                    "entity": {key: event.get(fld) for key, fld in keys},
-                    "model": manifest.name,
-                    "version": manifest.version,
-                    "variant": variant,
-                    "score": score,
-                    "decision": manifest.decide(score),
-                    "fallback": None,
-                    "features_missing": missing,
-                    "event_time": _rfc3339(event["event_time"]),
-                    "scored_at": scored_at,
-                }
+                self._record(
+                    manifest,
+                    variant,
+                    event,
+                    score,
+                    manifest.decide(score),
+                    None,
+                    missing,
+                    scored_at,
+                )
             )
         if self.served_features:
             stamped = [
@@ -367,8 +376,8 @@ class ScoringPipeline:
             )
         return records
 
-    @staticmethod
     def _fallback(
+        self,
         manifest: ModelManifest,
         variant: str,
         event: dict[str, Any],
@@ -378,6 +387,21 @@ class ScoringPipeline:
     ) -> dict[str, Any]:
         score, decision = manifest.fallback_score(event)
         metrics.FALLBACKS.labels(manifest.name, reason).inc()
+        return self._record(manifest, variant, event, score, decision, reason, missing, scored_at)
+
+    def _record(
+        self,
+        manifest: ModelManifest,
+        variant: str,
+        event: dict[str, Any],
+        score: float,
+        decision: str,
+        fallback: str | None,
+        missing: list[str],
+        scored_at: datetime,
+    ) -> dict[str, Any]:
+        """The prediction record (contract in ARCHITECTURE), built in this one place;
+        ``scored_at`` and ``latency_ms`` are filled in by :meth:`_prediction`."""
         return {
             "event_id": event["event_id"],
             "entity": {key: event.get(fld) for key, fld in manifest.entity_keys.items()},
@@ -386,9 +410,12 @@ class ScoringPipeline:
             "variant": variant,
             "score": score,
             "decision": decision,
-            "fallback": reason,
+            "fallback": fallback,
             "features_missing": list(missing),
             "event_time": _rfc3339(event["event_time"]),
+            "slices": {
+                f: str(event[f]) for f in self.config.slice_fields if event.get(f) is not None
+            },
             "scored_at": scored_at,
         }
 
@@ -430,21 +457,32 @@ class ScoringPipeline:
             ages = [t - ts for t, ts in zip(event_times, stamps, strict=False) if ts is not None]
             observe_feature_age(view, ages)
 
-    def _prediction(self, record: Inbound, prediction: dict[str, Any]) -> Outbound:
+    def _prediction(
+        self,
+        record: Inbound,
+        prediction: dict[str, Any],
+        tally: Counter[tuple[str, str, str, str]],
+    ) -> Outbound:
+        """The record to publish; ``tally`` counts it by (model, version, variant, decision)."""
         scored_at: datetime = prediction["scored_at"]
+        stamp, scored_ms = self._stamp(scored_at)
         latency_ms = None
         if record.timestamp_ms is not None:
-            latency_ms = round(scored_at.timestamp() * 1000 - record.timestamp_ms, 3)
+            latency_ms = round(scored_ms - record.timestamp_ms, 3)
             metrics.END_TO_END_SECONDS.observe(max(latency_ms, 0) / 1000)
-        prediction["scored_at"] = _rfc3339(scored_at)
+        prediction["scored_at"] = stamp
         prediction["latency_ms"] = latency_ms
         variant = prediction["variant"]
-        metrics.PREDICTIONS.labels(
-            prediction["model"], prediction["version"], variant, prediction["decision"]
-        ).inc()
+        tally[(prediction["model"], prediction["version"], variant, prediction["decision"])] += 1
         key = record.key or str(next(iter(prediction["entity"].values()), "")).encode()
         destination: Destination = "predictions-shadow" if variant == "shadow" else "predictions"
         return Outbound(destination, key, encode(prediction))
+
+    def _stamp(self, scored_at: datetime) -> tuple[str, float]:
+        """RFC 3339 and epoch ms of a batch's scoring time, formatted once per batch."""
+        if self._last_stamp is None or self._last_stamp[0] is not scored_at:
+            self._last_stamp = (scored_at, _rfc3339(scored_at), scored_at.timestamp() * 1000)
+        return self._last_stamp[1], self._last_stamp[2]
 
 
 def _take(features: dict[str, list[Any]] | None, idx: list[int]) -> dict[str, list[Any]] | None:

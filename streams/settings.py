@@ -209,6 +209,31 @@ class Settings(BaseSettings):
     control_poll_s: float = Field(default=0.2, gt=0)
     """How often a worker polls the control topic for rollout commands."""
 
+    # --- the fast path (issue 8): worker roles, publishing, enrichment cache ---
+
+    publish_max_in_flight: int = Field(default=4, ge=1)
+    """Micro-batches a scoring worker publishes before the broker acknowledged them: the
+    next batch is scored while earlier ones are in flight; offsets are acked in order
+    once a batch's outcomes are all acknowledged. After a crash, at most this many
+    batches are scored again."""
+
+    producer_linger_ms: float = Field(default=0.0, ge=0)
+    """How long the producer waits to fill a batch per partition (aiokafka linger_ms)."""
+
+    producer_max_batch_bytes: int = Field(default=16384, ge=1024)
+    """Largest producer batch per partition, in bytes (aiokafka max_batch_size)."""
+
+    producer_compression: Literal["none", "gzip"] = "none"
+    """Compression of produced batches (gzip needs no extra library)."""
+
+    feature_cache_ttl_s: float = Field(default=10.0, ge=0)
+    """How long a looked-up entity's online features are served from the worker's cache
+    (0: no cache). Bounds how stale a served value can be; the streaming-feature writer
+    invalidates entities it updates."""
+
+    feature_cache_max_entities: int = Field(default=100_000, ge=1)
+    """Entities (per feature view) kept in the worker's feature cache; oldest evicted."""
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_env(cls, data: Any) -> Any:

@@ -180,23 +180,25 @@ def start_redis(state: StackState) -> bool:
     return before.returncode != 0
 
 
-def start_workers(settings: Settings, state: StackState, count: int) -> None:
+def start_workers(settings: Settings, state: StackState, count: int, role: str = "score") -> None:
+    """Run ``count`` workers of ``role`` (``score`` or ``feedback``); each entry records it."""
     state.workers = [w for w in state.workers if worker_running(w)]
     env = child_env(settings)
     used_ports = {w["metrics_port"] for w in state.workers}
     port = settings.metrics_port
-    while len(state.workers) < count:
+    while len([w for w in state.workers if w.get("role", "score") == role]) < count:
         while port and port in used_ports:
             port += 1
         used_ports.add(port)
         index = len(state.workers)
-        log_path = settings.home / "logs" / f"worker-{index}.log"
+        name = "worker" if role == "score" else role
+        log_path = settings.home / "logs" / f"{name}-{index}.log"
         pid = _spawn(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", "worker", "--role", role],
             log_path,
             env | {"STREAMSCORE_METRICS_PORT": str(port)},
         )
-        state.workers.append({"pid": pid, "metrics_port": port, "log": str(log_path)})
+        state.workers.append({"pid": pid, "metrics_port": port, "log": str(log_path), "role": role})
 
 
 def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) -> None:
@@ -263,6 +265,8 @@ def up(
         if prepare:
             bootstrap(settings)
         start_workers(settings, state, workers)
+        # One feedback worker (label join, online quality) beside the scoring workers.
+        start_workers(settings, state, 1, role="feedback")
         state.save(path)
         wait_for_workers(settings, state, timeout_s)
     finally:

@@ -73,7 +73,11 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
     routing = initial_routing(settings)
     model = routing.champion
     store = open_store(settings.feature_repo, online_store_config(settings))
-    source = FeastOnlineSource(store)
+    source = FeastOnlineSource(
+        store,
+        cache_ttl_s=settings.feature_cache_ttl_s,
+        cache_max_entities=settings.feature_cache_max_entities,
+    )
     refs = model.manifest.feature_refs()
     source.check(refs)
     # One real lookup: an unreachable online store fails here, not on the first event.
@@ -97,6 +101,7 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         max_event_bytes=settings.max_event_bytes,
         dedupe_window=settings.dedupe_window,
         enrich_retries=settings.enrich_retries,
+        slice_fields=tuple(settings.slice_fields),
     )
     pipeline = ScoringPipeline(
         routing,

@@ -1,20 +1,27 @@
 """The label join: predictions meet their ground truth, in either order, across restarts.
 
-In: ``predictions`` and ``predictions-shadow`` (prediction records), ``labels``
-(``{"event_id", "label", "label_time"}``, arriving before or long after the prediction)
-and, when slice fields are configured, ``events`` (only those fields are kept).
+In: ``predictions`` and ``predictions-shadow`` (prediction records; the event fields
+that slice online quality travel in their ``slices`` field) and ``labels``
+(``{"event_id", "label", "label_time"}``, arriving before or long after the
+prediction). Nothing else: the feedback worker never reads ``events``.
 Out: one record per (event, variant) pair on ``predictions-labelled``; ``quality`` and
 ``retrain`` signals on ``signals``; the ``streamscore_label_joins`` / ``quality`` metrics.
 
 Flow: a thin forwarder agent re-keys every input by ``event_id`` onto the internal
 ``feedback-join`` topic, so both sides of an event meet in one partition whatever key
-their producers used. The join agent keeps per event id a small state in a Faust table
+their producers used; it acks a batch only once the broker acknowledged its re-keyed
+records. The join agent keeps per event id a small state in a Faust table
 (changelog-backed: with the ``memory://`` store a restarted worker replays the changelog
 from its start, faust 0.15.3 ``MemoryStore.persisted_offset`` is always None, so no
 pending join is lost) and emits a pair as soon as a prediction and its label are both
-there. Entries older than ``label_join_retention_s`` are expired by the join agent itself
-(deletes must happen in the stream of their own partition so that the changelog
-tombstone lands in the partition that holds the key).
+there. Order per input: publish the pairs and signals, wait for the broker's
+acknowledgement, then write the new state, then ack the input. A crash anywhere in
+between loses nothing: the input is consumed again and, since the state was not
+written, its pair is emitted again (at-least-once; downstream deduplicates on
+``event_id`` + ``variant``). Writing the state first, as before, marked a pair done
+that was never published. Entries older than ``label_join_retention_s`` are expired by
+the join agent itself (deletes must happen in the stream of their own partition so
+that the changelog tombstone lands in the partition that holds the key).
 
 :func:`join_step` is the whole join logic, pure and unit-tested; the agents only move
 records.
@@ -22,7 +29,6 @@ records.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -31,13 +37,14 @@ from typing import Any, cast
 
 import faust
 from faust.streams import Stream
-from faust.types import StreamT, TopicT
+from faust.types import EventT, StreamT
 
 from streams import metrics
 from streams.codec import decode, encode
 from streams.faust_app import raw_topic
 from streams.monitoring.quality import Pair, QualityMonitor
 from streams.monitoring.signals import Signal, encode_signal
+from streams.publish import SendFn, faust_send, publish, send_best_effort
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,13 +52,15 @@ log = logging.getLogger(__name__)
 PREDICTION_FIELDS = ("model", "version", "variant", "score", "decision", "event_time")
 # How often (per join-topic partition) the join agent looks for expired entries.
 SWEEP_INTERVAL_S = 60.0
+# Upper bound of the back-off between retries of a refused join or pair record.
+SEND_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
 class JoinItem:
     """One input of the join, re-keyed by event id."""
 
-    kind: str  # "prediction" | "label" | "context"
+    kind: str  # "prediction" | "label"
     event_id: str
     body: dict[str, Any]
 
@@ -77,14 +86,30 @@ def parse_prediction(record: Any) -> JoinItem:
     missing = [f for f in ("model", "version", "variant", "score", "decision") if f not in record]
     if missing:
         raise ValueError(f"prediction: missing {missing}")
-    return JoinItem("prediction", record["event_id"], {f: record.get(f) for f in PREDICTION_FIELDS})
+    body = {f: record.get(f) for f in PREDICTION_FIELDS}
+    slices = record.get("slices")
+    body["slices"] = (
+        {str(k): str(v) for k, v in slices.items() if v is not None}
+        if isinstance(slices, dict)
+        else {}
+    )
+    return JoinItem("prediction", record["event_id"], body)
 
 
-def parse_context(record: Any, slice_fields: Sequence[str]) -> JoinItem:
-    if not isinstance(record, dict) or not isinstance(record.get("event_id"), str):
-        raise ValueError("event: not an object with an event_id")
-    slices = {f: str(record[f]) for f in slice_fields if record.get(f) is not None}
-    return JoinItem("context", record["event_id"], {"slices": slices})
+def decode_join_item(raw: bytes | None) -> JoinItem:
+    """A record of the internal join topic; ValueError for anything else (for instance
+    the ``context`` records of 0.1, when events were read a second time)."""
+    record = decode(raw or b"null")
+    if not isinstance(record, dict) or record.get("kind") not in ("prediction", "label"):
+        kind = record.get("kind") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"join record of kind {kind!r}: expected prediction or label")
+    item = JoinItem(record["kind"], str(record.get("event_id")), record.get("body") or {})
+    # the same checks the forwarder made, so a bad record is refused here, not mid-join
+    if item.kind == "label":
+        parse_label({"event_id": item.event_id, **item.body})
+    else:
+        parse_prediction({"event_id": item.event_id, **item.body})
+    return item
 
 
 def join_step(
@@ -92,7 +117,7 @@ def join_step(
 ) -> tuple[dict[str, Any], list[Pair], str]:
     """Apply one input to an event's join state: (new state, completed pairs, outcome).
 
-    Outcomes: ``joined``, ``waiting_label``, ``waiting_prediction``, ``context``,
+    Outcomes: ``joined``, ``waiting_label``, ``waiting_prediction``,
     ``duplicate`` (a redelivered prediction or label: at-least-once upstream).
     The state keeps which variants were already paired, so a redelivery never
     makes a second pair, and keeps the label so a late shadow prediction still joins.
@@ -116,18 +141,17 @@ def join_step(
         variant = str(item.body["variant"])
         if variant in state["paired"] or variant in state["predictions"]:
             return state, [], "duplicate"
-        state["predictions"][variant] = item.body
+        body = dict(item.body)
+        state["slices"] = {**body.pop("slices", {}), **state["slices"]}
+        state["predictions"][variant] = body
         pending = [variant]
         outcome = "waiting_label"
-    elif item.kind == "label":
+    else:
         if state["label"] is not None:
             return state, [], "duplicate"
         state["label"] = item.body
         pending = list(state["predictions"])
         outcome = "waiting_prediction"
-    else:
-        state["slices"] = {**item.body["slices"], **state["slices"]}
-        return state, [], "context"
     pairs: list[Pair] = []
     if state["label"] is not None:
         for variant in pending:
@@ -177,16 +201,10 @@ def quality_monitor(settings: Settings) -> QualityMonitor:
     )
 
 
-async def send_all(topic: TopicT, records: Sequence[tuple[bytes, bytes]]) -> None:
-    """Send and wait for the broker's ack of each, so the source offset is acked after."""
-    futures = [await topic.send(key=k, value=v, force=True) for k, v in records]
-    await asyncio.gather(*futures)
-
-
-async def send_signals(topic: TopicT, signals: Sequence[Signal]) -> None:
-    """Publish signals (from this module or from :mod:`streams.monitoring.monitor`)."""
-    if signals:
-        await send_all(topic, [encode_signal(s) for s in signals])
+async def send_all(send: SendFn, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+    """Send and wait for the broker's ack of every record (failed ones are sent again):
+    the input is acked only after this returns."""
+    await publish(send, [(topic, k, v, []) for k, v in records], SEND_RETRY_MAX_S)
 
 
 @dataclass
@@ -195,7 +213,6 @@ class FeedbackHandles:
 
     table: Any
     quality: QualityMonitor
-    signals_topic: TopicT
     forward_agent: Any
     join_agent: Any
 
@@ -206,16 +223,14 @@ def register_feedback(
     """Add the label-join table and agents to ``app`` (before the worker starts)."""
     quality = quality or quality_monitor(settings)
     parts = settings.partitions
-    signals_topic = raw_topic(app, settings.topic("signals"), parts)
-    labelled = raw_topic(app, settings.topic("labelled"), parts)
+    signals_topic = settings.topic("signals")
+    labelled_topic = settings.topic("labelled")
     join_topic = raw_topic(app, settings.topic("feedback_join"), parts, internal=True)
     prediction_topics = {settings.topic("predictions"), settings.topic("predictions_shadow")}
     labels_topic = settings.topic("labels")
-    sources = [*sorted(prediction_topics), labels_topic]
-    if settings.slice_fields:
-        sources.append(settings.topic("events"))
     source = app.topic(
-        *sources,
+        *sorted(prediction_topics),
+        labels_topic,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -237,13 +252,16 @@ def register_feedback(
         record = decode(raw or b"null")
         if topic in prediction_topics:
             return parse_prediction(record)
-        if topic == labels_topic:
-            return parse_label(record)
-        return parse_context(record, settings.slice_fields)
+        return parse_label(record)
 
     @app.agent(source, name="feedback-forward")
     async def forward(stream: StreamT) -> None:
-        async for batch in cast(Stream, stream).take_events(500, within=0.05):
+        inputs = cast(Stream, stream)
+        send = faust_send(app.producer)
+        # noack_take: take_events would ack the batch in a finally, even when the send
+        # below raised or was cancelled, and the inputs would be lost.
+        async for taken in inputs.noack_take(500, within=0.05):
+            batch = cast(Sequence[EventT], taken)
             out: list[tuple[bytes, bytes]] = []
             for event in batch:
                 try:
@@ -253,37 +271,59 @@ def register_feedback(
                     log.warning("feedback: skipped a record of %s: %s", event.message.topic, exc)
                     continue
                 out.append((item.event_id.encode(), encode(asdict(item))))
-            await send_all(join_topic, out)
+            await send_all(send, join_topic.get_topic_name(), out)
+            for event in batch:
+                await inputs.ack(event)
 
     @app.agent(join_topic, name="feedback-join")
     async def join(stream: StreamT) -> None:
-        async for event in cast(Stream, stream).events():
-            raw = decode(event.message.value or b"{}")
-            item = JoinItem(raw["kind"], raw["event_id"], raw["body"])
+        inputs = cast(Stream, stream).noack()
+        send = faust_send(app.producer)
+        async for event in inputs.events():
+            try:
+                item = decode_join_item(event.message.value)
+            except ValueError as exc:  # an agent that crashed here would never ack again
+                metrics.LABEL_JOINS.labels("invalid").inc()
+                log.warning("feedback: skipped a join record: %s", exc)
+                await inputs.ack(event)
+                continue
             partition = event.message.partition
             now = time.time()
             key = item.event_id.encode()
             stored = table.get(key)
-            state, pairs, outcome = join_step(
-                decode(stored) if stored else None, item, now, partition
-            )
-            metrics.LABEL_JOINS.labels(outcome).inc()
-            if outcome != "duplicate":
-                table[key] = encode(state)
-            if item.kind == "prediction" and outcome != "duplicate":
-                p = item.body
-                quality.prediction_seen(str(p["model"]), str(p["version"]), str(p["variant"]))
+            try:
+                state, pairs, outcome = join_step(
+                    decode(stored) if stored else None, item, now, partition
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                # A stored state this code cannot read (written by another version):
+                # counted and skipped, since a crashed agent would never ack again.
+                metrics.LABEL_JOINS.labels("invalid").inc()
+                log.warning("feedback: cannot join %s with its stored state: %r", key, exc)
+                await inputs.ack(event)
+                continue
             signals: list[Signal] = []
             for pair in pairs:
                 signals += quality.add(pair)
-            await send_all(labelled, [(key, encode(labelled_record(p, state))) for p in pairs])
-            await send_signals(signals_topic, signals)
+            if pairs or signals:
+                records = [(key, encode(labelled_record(p, state))) for p in pairs]
+                await send_all(send, labelled_topic, records)
+                # Informative; a lost signal is recomputed with the next pairs.
+                await send_best_effort(send, signals_topic, [encode_signal(s) for s in signals])
+            # Only now that the pairs are durable: the state that says they were emitted.
+            if outcome != "duplicate":
+                table[key] = encode(state)
+            metrics.LABEL_JOINS.labels(outcome).inc()
+            if item.kind == "prediction" and outcome != "duplicate":
+                p = item.body
+                quality.prediction_seen(str(p["model"]), str(p["version"]), str(p["variant"]))
+            await inputs.ack(event)
             if now - last_sweep.setdefault(partition, now) >= sweep_every:
                 _sweep(table, partition, now - retention)
                 last_sweep[partition] = now
                 metrics.PREDICTIONS_AWAITING_LABEL.set(len(table))
 
-    return FeedbackHandles(table, quality, signals_topic, forward, join)
+    return FeedbackHandles(table, quality, forward, join)
 
 
 def _sweep(table: Any, partition: int, older_than: float) -> int:

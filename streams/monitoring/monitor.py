@@ -4,13 +4,14 @@ In: the model's manifest, its variant, the model-ready input columns (the ``colu
 of ``models.assembly.AssembledBatch``, defaults already filled in, exactly what the
 reference profile was computed on), the scores and, per row, the input references that
 were missing. Out: drift windows fed (signals returned for the caller to publish on
-``signals`` with :func:`streams.monitoring.feedback.send_signals`), the missing-feature
+``signals`` by the scoring agent), the missing-feature
 rate per feature, the served-feature log records, and the consumer-lag gauge.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,9 +50,9 @@ class ScoringMonitor:
         """Feed one scored batch; return the drift/retrain signals of windows it closed."""
         rows = len(scores)
         metrics.FEATURE_ROWS.labels(manifest.name).inc(rows)
-        for row in missing or ():
-            for ref in row:
-                metrics.FEATURE_MISSING_BY_FEATURE.labels(manifest.name, ref).inc()
+        # one increment per feature and batch, not per row
+        for ref, n in Counter(ref for row in missing or () for ref in row).items():
+            metrics.FEATURE_MISSING_BY_FEATURE.labels(manifest.name, ref).inc(n)
         return self.drift.observe(manifest, variant, columns, np.asarray(scores))
 
 
@@ -62,8 +63,9 @@ def model_loaded(manifest: ModelManifest, variant: str, loaded: bool = True) -> 
 
 def observe_feature_age(view: str, ages_s: Sequence[float]) -> None:
     """Ages of served feature values of one view (event time minus the value's timestamp)."""
+    histogram = metrics.FEATURE_AGE_SECONDS.labels(view)  # the child bound once per batch
     for age in ages_s:
-        metrics.FEATURE_AGE_SECONDS.labels(view).observe(max(age, 0.0))
+        histogram.observe(max(age, 0.0))
 
 
 def served_feature_records(

@@ -1,12 +1,13 @@
-"""A worker that runs only the feedback loop (label join, online quality, consumer lag).
+"""The feedback worker: the label join and online quality, in a process of its own.
 
-In: :class:`Settings` from ``STREAMSCORE_*``. Out: the agents of
+In: :class:`Settings`. Out: the agents of
 :func:`streams.monitoring.feedback.register_feedback` in a Faust worker of its own
-(consumer group ``<consumer_group>-feedback``), metrics on ``metrics_port``, and a
-ready file under ``<home>/run`` once the group is joined. Useful to run the feedback
-loop apart from scoring, and what the integration tests restart.
+(consumer group ``<consumer_group>-feedback``, so it scales apart from scoring and the
+scoring worker carries no join), the consumer-lag gauge, metrics on ``metrics_port``,
+and a ready file under ``<home>/run`` once the group is joined (the same file name as a
+scoring worker's, so ``streamscore up`` waits for either the same way).
 
-    python -m streams.monitoring.runner
+    streamscore worker --role feedback
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def ready_file(settings: Settings, pid: int | None = None) -> Path:
-    return settings.home / "run" / f"feedback-{pid or os.getpid()}.ready"
+    return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
 def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.App:
@@ -42,10 +43,12 @@ def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.A
     return app
 
 
-def main() -> None:
-    settings = Settings()
+def run_feedback_worker(settings: Settings) -> None:
+    """Wait for the broker and the topics, then hand the loop to Faust until stopped."""
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # the CLI configured WARNING already; start-up lines must show
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -60,6 +63,10 @@ def main() -> None:
         worker.execute_from_commandline()
     finally:
         ready.unlink(missing_ok=True)
+
+
+def main() -> None:
+    run_feedback_worker(Settings())
 
 
 if __name__ == "__main__":

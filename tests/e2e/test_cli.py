@@ -119,7 +119,8 @@ def test_default_stack_durable_and_open_to_every_client(cli, root: Path) -> None
     assert {"events", "predictions", "deadletter", "control"} <= set(report["topics"])
     assert report["models"] == [{"name": "fraud", "version": "1", "variant": "champion"}]
     pids = report["worker_pids"]
-    assert len(pids) == 1 and all(stack.alive(p) for p in pids)
+    assert sorted(w["role"] for w in report["workers"]) == ["feedback", "score"]
+    assert len(pids) == 2 and all(stack.alive(p) for p in pids)
     metrics = subprocess.run(["curl", "-sf", report["metrics_url"]], capture_output=True, text=True)
     assert "streamscore_worker_ready 1.0" in metrics.stdout
 

@@ -85,9 +85,9 @@ def worker_factory() -> Iterator[Callable[[Settings], stack.StackState]]:
     """Start `streamscore worker` processes as a deployment would; stop them afterwards."""
     started: list[stack.StackState] = []
 
-    def start(settings: Settings, count: int = 1) -> stack.StackState:
+    def start(settings: Settings, count: int = 1, role: str = "score") -> stack.StackState:
         state = stack.StackState("external", settings.bootstrap_servers, settings.online_store)
-        stack.start_workers(settings, state, count)
+        stack.start_workers(settings, state, count, role=role)
         started.append(state)
         stack.wait_for_workers(settings, state, timeout_s=120)
         return state

@@ -1,10 +1,11 @@
 """The feedback loop on Apache Kafka: a label join that survives a restart, online
 quality equal to offline, and /metrics that promtool accepts.
 
-A real feedback worker process (``python -m streams.monitoring.runner``) joins
+A real feedback worker process (``streamscore worker --role feedback``) joins
 ``predictions`` with ``labels``. Before the restart it holds predictions still waiting
 for their label and labels still waiting for their prediction; after it, only the
-Faust table's changelog can pair them.
+Faust table's changelog can pair them. Every wait fails loudly when its figure is not
+reached, and pairs are reconciled by event id, so a lost or doubled pair fails the test.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def feedback_runner(tmp_path: Path) -> Iterator[Callable[[Settings], int]]:
         log = tmp_path / f"feedback-{len(started)}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.monitoring.runner"],
+                [sys.executable, "-m", "streams.cli", "worker", "--role", "feedback"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -134,6 +135,7 @@ async def send(settings: Settings, topic: str, records: list[tuple[bytes, bytes]
 
 
 async def read_all(settings: Settings, topic: str, expect: int, timeout_s: float = 60) -> list:
+    """At least ``expect`` records of ``topic`` (fewer only if the timeout passed)."""
     consumer = reader(settings, settings.topic(topic))
     await consumer.start()
     out: list = []
@@ -147,12 +149,37 @@ async def read_all(settings: Settings, topic: str, expect: int, timeout_s: float
     return out
 
 
+async def read_ids(
+    settings: Settings, topic: str, ids: set[str], timeout_s: float = 60, grace_s: float = 3
+) -> list:
+    """Every record of ``topic`` until each of ``ids`` was seen, then ``grace_s`` more, so a
+    record emitted twice is read too (a count of records would stop at the first N)."""
+    consumer = reader(settings, settings.topic(topic))
+    await consumer.start()
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    quiet_until: float | None = None
+    try:
+        while time.monotonic() < (quiet_until or deadline):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend(decode(r.value) for r in records)
+            if quiet_until is None and ids <= {r["event_id"] for r in out}:
+                quiet_until = time.monotonic() + grace_s
+    finally:
+        await consumer.stop()
+    return out
+
+
 async def wait_for_metric(port: int, name: str, at_least: float, **labels: str) -> str:
+    """The /metrics text once ``name{labels}`` reached ``at_least``; fails after 60 s."""
     deadline = time.monotonic() + 60
     while True:
         text = scrape(port)
-        if metric(text, name, **labels) >= at_least or time.monotonic() > deadline:
+        value = metric(text, name, **labels)
+        if value >= at_least:
             return text
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name}{labels} is {value} after 60 s, expected at least {at_least}")
         await asyncio.sleep(0.3)
 
 
@@ -187,14 +214,18 @@ async def test_label_join_survives_a_restart_and_quality_equals_offline(
     a, b, c = ids[:100], ids[100:220], ids[220:]  # A: both before; B: label after; C: reversed
 
     pid = feedback_runner(settings)
-    await send(settings, "predictions", predictions(a + b, np.array([score[e] for e in a + b])))
-    await send(settings, "labels", labels(a + c, truth))
     joins = "streamscore_label_joins_total"
+    await send(settings, "predictions", predictions(a + b, np.array([score[e] for e in a + b])))
+    # every prediction in the table before the first label: the figures below are exact
+    await wait_for_metric(port, joins, len(a + b), outcome="waiting_label")
+    await send(settings, "labels", labels(a + c, truth))
     await wait_for_metric(port, joins, len(a), outcome="joined")
-    await wait_for_metric(port, joins, len(b), outcome="waiting_label")
     text = await wait_for_metric(port, joins, len(c), outcome="waiting_prediction")
     assert metric(text, joins, outcome="joined") == len(a)
-    assert metric(text, joins, outcome="waiting_label") >= len(b)
+    assert metric(text, joins, outcome="waiting_label") == len(a + b)
+    assert metric(text, joins, outcome="waiting_prediction") == len(c)
+    assert metric(text, joins, outcome="duplicate") == 0
+    assert metric(text, joins, outcome="invalid") == 0
     promtool_check_metrics(text)  # the feedback worker's /metrics, with every family in use
 
     stack.stop_pid(pid)  # restart: B's predictions and C's labels live only in the table
@@ -202,7 +233,7 @@ async def test_label_join_survives_a_restart_and_quality_equals_offline(
     await send(settings, "labels", labels(b, truth))
     await send(settings, "predictions", predictions(c, np.array([score[e] for e in c])))
 
-    labelled = await read_all(settings, "labelled", expect=len(ids))
+    labelled = await read_ids(settings, "labelled", set(ids))
     assert sorted({r["event_id"] for r in labelled}) == sorted(ids), "a pair was lost"
     assert all(r["label"] == truth[r["event_id"]] for r in labelled)
     assert len(labelled) == len(ids), "a pair was emitted twice"
@@ -250,11 +281,17 @@ async def test_scoring_worker_monitors_drift_and_quality(
         served_features_log=True,
     )
     worker_factory(settings)
+    # the label join runs in the feedback worker, with its own /metrics
+    feedback_port = free_port()
+    worker_factory(settings.model_copy(update={"metrics_port": feedback_port}), role="feedback")
     normal, truth = demo_records(settings, 2 * window, seed=3)
     shifted, _ = demo_records(settings, window, seed=4, drift={"amount": 3.0})
     await produce_records(settings, normal, None)
     await produce_records(settings, truth, None, topic="labels")
-    text = await wait_for_metric(port, "streamscore_labelled_predictions_total", 2 * window)
+    quality_text = await wait_for_metric(
+        feedback_port, "streamscore_labelled_predictions_total", 2 * window
+    )
+    text = await wait_for_metric(port, "streamscore_drift_windows_total", 2)
     assert metric(text, "streamscore_drift_windows_total", outcome="stable") == 2
     await produce_records(settings, shifted, None)
     text = await wait_for_metric(port, "streamscore_drift_windows_total", 3)
@@ -272,7 +309,12 @@ async def test_scoring_worker_monitors_drift_and_quality(
     }
     assert quality[-1]["details"]["pairs"] == 2 * window
     assert quality[-1]["value"] > 0.75, "the example model ranks replayed traffic well"
-    assert metric(text, "streamscore_quality", statistic="roc_auc") == quality[-1]["value"]
+    assert metric(quality_text, "streamscore_quality", statistic="roc_auc") == quality[-1]["value"]
     served = await read_all(settings, "features_served", expect=3 * window)
     assert len(served) == 3 * window
     promtool_check_metrics(text)
+    promtool_check_metrics(quality_text)
+    # the slices the feedback worker reports came in the prediction records
+    slices = quality[-1]["details"]["slices"]
+    assert {sl["slice"] for sl in slices} == {"channel", "country"}
+    assert "__missing__" not in {sl["value"] for sl in slices}

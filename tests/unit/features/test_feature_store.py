@@ -206,6 +206,10 @@ class _RedisDown:
     def refresh_registry(self) -> None:
         raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
 
+    def get_feature_view(self, name: str) -> Any:
+        # the registry is a file: it answers while Redis is down
+        return SimpleNamespace(name=name, join_keys=["user_id"])
+
 
 async def test_unreachable_store_is_retryable_unavailable() -> None:
     # A real Redis outage is covered by the integration tier: redis-py retries
@@ -227,3 +231,76 @@ def test_materialized_end_is_recent(applied_repo: Any) -> None:
     view = store.get_feature_view("user_stats")
     assert view.most_recent_end_time is not None
     assert view.most_recent_end_time > datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _rows(applied_repo: Any, n: int) -> list[dict[str, Any]]:
+    users = sorted(pd.read_parquet(applied_repo.data.user_stats)["user_id"].unique())
+    merchants = sorted(pd.read_parquet(applied_repo.data.merchant_stats)["merchant_id"].unique())
+    # repeated entities, as in a real batch, plus one unknown
+    rows = [{"user_id": users[i % 7], "merchant_id": merchants[i % 3]} for i in range(n)]
+    return rows + [{"user_id": "x999999", "merchant_id": merchants[0]}]
+
+
+async def test_cached_lookup_equals_get_online_features_and_asks_distinct_entities_once(
+    applied_repo: Any,
+) -> None:
+    """Parity: what the worker serves (deduplicated, cached) equals what Feast's
+    get_online_features returns for the same rows, values and event timestamps."""
+    store = open_store(applied_repo.path, applied_repo.online)
+    clock = Clock()
+    source = FeastOnlineSource(store, cache_ttl_s=10, cache_max_entities=1000, clock=clock)
+    asked: list[int] = []
+    blocking = source._fetch_blocking
+
+    def counting(refs: list[str], rows: list[dict[str, Any]]) -> Any:
+        asked.append(len(rows))
+        return blocking(refs, rows)
+
+    source._fetch_blocking = counting  # type: ignore[method-assign]
+    try:
+        rows = _rows(applied_repo, 40)
+        response = store.get_online_features(
+            features=REFS, entity_rows=rows, full_feature_names=True
+        ).to_dict(include_event_timestamps=True)
+        values = await source.fetch(REFS, rows)
+        for ref in REFS:
+            expected = response[ref.replace(":", "__")]
+            assert values[ref] == [None if v != v else v for v in expected], ref
+        stamps = source.last_event_timestamps()
+        expected_ts = response["user_stats__avg_amount_30d__ts"]
+        assert stamps["user_stats"] == [float(t) if t > 0 else None for t in expected_ts]
+        assert asked == [len({(r["user_id"], r["merchant_id"]) for r in rows})], "distinct rows"
+
+        assert await source.fetch(REFS, rows) == values, "served from the cache"
+        assert len(asked) == 1, "no second lookup within the TTL"
+        assert source.last_event_timestamps() == stamps
+
+        user = rows[0]["user_id"]
+        assert source.invalidate([{"user_id": user}]) == 1
+        await source.fetch(REFS, rows)
+        assert asked[1:] == [sum(1 for r in {tuple(r.items()) for r in rows} if r[0][1] == user)]
+
+        clock.now += 11  # past the TTL: everything is looked up again
+        assert await source.fetch(REFS, rows) == values
+        assert asked[2] == asked[0]
+    finally:
+        source.close()
+
+
+async def test_without_a_cache_every_batch_is_looked_up(applied_repo: Any) -> None:
+    source = FeastOnlineSource(open_store(applied_repo.path, applied_repo.online), cache_ttl_s=0)
+    try:
+        rows = _rows(applied_repo, 10)
+        first = await source.fetch(REFS, rows)
+        assert len(source.cache) == 0
+        assert await source.fetch(REFS, rows) == first
+    finally:
+        source.close()

@@ -41,8 +41,9 @@ def items(preds: pd.DataFrame, labels: pd.DataFrame, seed: int) -> list[JoinItem
     out = []
     for p in preds.to_dict("records"):
         body = {k: p[k] for k in ("model", "version", "variant", "score", "decision")}
+        # the slice fields travel in the prediction record (its `slices` field)
+        body["slices"] = {"channel": p["channel"]}
         out.append(JoinItem("prediction", p["event_id"], body))
-        out.append(JoinItem("context", p["event_id"], {"slices": {"channel": p["channel"]}}))
     for lab in labels.to_dict("records"):
         out.append(JoinItem("label", lab["event_id"], {"label": int(lab["label"])}))
     random.Random(seed).shuffle(out)  # labels before and after their predictions
@@ -86,7 +87,7 @@ def test_every_label_meets_its_prediction_once_in_any_order() -> None:
     assert len(pairs) == len(labels)
     assert sorted(p.event_id for p in pairs) == sorted(labels["event_id"])
     stream = items(preds, labels, seed=1)
-    assert outcomes["duplicate"] == sum(i.kind != "context" for i in stream[-200:])
+    assert outcomes["duplicate"] == len(stream[-200:])
     truth = labels.set_index("event_id")["label"]
     assert all(p.label == truth[p.event_id] for p in pairs)
     assert all(p.slices["channel"] in ("pos", "web") for p in pairs if p.slices)
@@ -163,3 +164,24 @@ def test_malformed_labels_are_refused_with_a_reason(bad: object) -> None:
     with pytest.raises(ValueError, match="label"):
         parse_label(bad)
     assert math.isfinite(parse_label({"event_id": "e", "label": True}).body["label"])
+
+
+def test_join_records_of_an_unknown_kind_are_refused_not_crashing_the_join() -> None:
+    from streams.codec import encode
+    from streams.monitoring.feedback import decode_join_item
+
+    prediction = {"model": "m", "version": "1", "variant": "champion", "score": 0.2}
+    ok = decode_join_item(
+        encode({"kind": "prediction", "event_id": "e", "body": prediction | {"decision": "a"}})
+    )
+    assert ok.kind == "prediction" and ok.event_id == "e"
+    assert decode_join_item(encode({"kind": "label", "event_id": "e", "body": {"label": 1}}))
+    # 0.1 forwarded event context onto the join topic; such records must be skipped
+    for bad in (
+        {"kind": "context", "event_id": "e", "body": {"slices": {}}},
+        {"kind": "label", "event_id": "e", "body": {}},
+        {"kind": "prediction", "event_id": "e", "body": prediction},
+        [1],
+    ):
+        with pytest.raises(ValueError):
+            decode_join_item(encode(bad))

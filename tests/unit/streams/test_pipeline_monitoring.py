@@ -163,10 +163,20 @@ async def test_age_of_served_features_is_observed_per_view() -> None:
     assert age_samples("user_stats")[:2] == (count, total), "sources without timestamps: none"
 
 
-def test_worker_app_runs_scoring_feedback_and_lag_monitor() -> None:
+def test_scoring_app_only_scores_and_feedback_app_joins() -> None:
+    """Issue 8: the scoring worker carries no join, no changelog table and no second
+    read of ``events``; the label join lives in the feedback worker's app."""
+    from streams.monitoring.runner import build_feedback_app
+
     app = build_app(settings(served_features_log=True), pipeline(served_features=True))
     assert isinstance(app, faust.App)
-    assert {"score", "feedback-forward", "feedback-join"} <= {
-        agent.split(".")[-1] for agent in app.agents
+    assert {agent.split(".")[-1] for agent in app.agents} == {"score"}
+    assert len(app.tables) == 0
+    feedback = build_feedback_app(settings())
+    assert {agent.split(".")[-1] for agent in feedback.agents} == {
+        "feedback-forward",
+        "feedback-join",
     }
-    assert "feedback-join" in app.tables
+    assert "feedback-join" in feedback.tables
+    read = {t for agent in feedback.agents.values() for t in agent.channel.topics}
+    assert settings().topic("events") not in read

@@ -83,6 +83,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
     except BrokerUnavailable:
         broker_up = False
     workers = [w for w in (state.workers if state else []) if stack.worker_running(w)]
+    scoring = [w for w in workers if w.get("role", "score") == "score"]
     dead = stack.dead_parts(settings, state)
     registry = ModelRegistry(settings.registry_path)
     models = []
@@ -108,8 +109,8 @@ def status_report(settings: Settings) -> dict[str, Any]:
             for w in workers
         ],
         # The first scoring worker's: the figures that `status` prints come from it.
-        "metrics_url": f"http://{settings.metrics_host}:{workers[0]['metrics_port']}/metrics"
-        if workers
+        "metrics_url": f"http://{settings.metrics_host}:{scoring[0]['metrics_port']}/metrics"
+        if scoring
         else None,
         "metrics_urls": [
             f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in workers

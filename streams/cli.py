@@ -380,7 +380,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"streamscore bench: unknown subjects {unknown}; choose from {SUBJECTS}")
         return 2
     overrides: dict[str, Any] = {"workers": args.workers}
-    for name in ("n", "latency_rate", "seed"):
+    for name in ("n", "latency_rate", "seed", "worker_python"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
@@ -606,6 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="also N streamscore workers on N partitions"
     )
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--worker-python",
+        type=Path,
+        help="python of another checkout's venv: bench that checkout's worker instead",
+    )
     p.add_argument("--json", help="write the report to this path")
     p.set_defaults(func=cmd_bench)
 

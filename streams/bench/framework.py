@@ -2,8 +2,10 @@
 
 In: ``<prefix>events``. Out: each record's key and value unchanged to
 ``<prefix>predictions``. A Faust agent takes micro-batches (``take_events``, the
-scoring worker's batch size and wait) and produces each batch with one gathered send,
-acked before the batch's offsets are: the scoring worker's shape without the scoring.
+scoring worker's default batch size and wait, not the environment's, so that tuning the
+worker, or slowing it on purpose, does not move its baseline) and produces each batch
+with one gathered send, acked before the batch's offsets are: the scoring worker's shape
+without the scoring.
 The app is built like the scoring worker's (:func:`streams.faust_app.make_app`), so the
 two differ only by the work done per batch. Settings from ``STREAMSCORE_*`` env.
 Run by the bench as ``python -m streams.bench.framework``.
@@ -27,11 +29,12 @@ def build_forwarder(settings: Settings) -> faust.App:
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     out = raw_topic(app, settings.topic("predictions"), settings.partitions)
 
+    batch_max = Settings.model_fields["batch_max"].default
+    batch_wait_s = Settings.model_fields["batch_wait_s"].default
+
     @app.agent(events, name="forward")
     async def forward(stream: StreamT) -> None:
-        async for batch in cast(Stream, stream).take_events(
-            settings.batch_max, within=settings.batch_wait_s
-        ):
+        async for batch in cast(Stream, stream).take_events(batch_max, within=batch_wait_s):
             futures = [
                 await out.send(key=e.message.key, value=e.message.value, force=True) for e in batch
             ]

@@ -87,6 +87,9 @@ class BenchConfig:
     """With 2 or more, an extra row ``streamscore_<N>w``: N workers on N partitions."""
     seed: int = 5
     quix_python: Path = QUIX_PYTHON
+    worker_python: Path | None = None
+    """Python of the ``streamscore`` subject (default: this one); another checkout's venv
+    runs that checkout's worker against the same peers, e.g. before and after a change."""
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
@@ -129,15 +132,16 @@ class SubjectSpec:
 
 def subject_spec(name: str, config: BenchConfig) -> SubjectSpec:
     python = sys.executable
+    worker = [str(config.worker_python or python), "-m", "streams.cli", "worker"]
     if name in ("ceiling", "framework", "naive"):
         return SubjectSpec(name, [python, "-m", f"streams.bench.{name}"])
     if name == "streamscore":
-        return SubjectSpec(name, [python, "-m", "streams.cli", "worker"])
+        return SubjectSpec(name, worker)
     if name.startswith("streamscore_"):
         # N workers on N partitions, against the one-worker row.
         return SubjectSpec(
             name,
-            [python, "-m", "streams.cli", "worker"],
+            worker,
             processes=config.workers,
             partitions=config.workers,
         )
@@ -180,7 +184,9 @@ class SubjectProcesses:
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
                         start_new_session=True,
-                        cwd=ROOT,
+                        # Not the repo: `-m streams...` then resolves through the
+                        # interpreter's own install (its checkout), not the cwd.
+                        cwd=log_dir,
                     )
                 )
         self.ps = [psutil.Process(p.pid) for p in self.procs]
@@ -347,15 +353,23 @@ class RunFigures:
     events_per_s: float | None = None
     outcomes: int = 0
     cpu_s_per_1k: float | None = None
-    peak_rss: float = 0.0
     latency: dict[str, float | None] | None = None
     latency_rate: float | None = None
     latency_achieved_rate: float | None = None
     latency_events: int = 0
+    latency_outcomes: int = 0
+
+
+def _ids(records: Records) -> set[str]:
+    return {str(decode(value)["event_id"]) for _, value in records}
 
 
 class Run:
-    """One process lifetime of one subject on its own topics and consumer group."""
+    """One process lifetime of one subject on its own topics and consumer group.
+
+    ``async with run:`` creates the topics, starts the collector, the subject's
+    processes and the sampler, and stops and deletes them all on the way out.
+    """
 
     def __init__(
         self, base: Settings, spec: SubjectSpec, tag: str, phase: str, config: BenchConfig
@@ -374,160 +388,187 @@ class Run:
         self.phase = phase
         self.config = config
         self.log_dir = base.home / "bench" / tag
-        self.outputs = [self.settings.topic("predictions"), self.settings.topic("deadletter")]
-
-    async def saturated(self, records: Records) -> RunFigures:
-        """Backlog first, then the subject: events/s and CPU while it drains."""
-        await _prepare_topics(self.settings)
-        await send_records(self.settings, self.settings.topic("events"), records)
-        collector = OutputCollector(self.settings, self.outputs)
-        await collector.start()
-        procs = SubjectProcesses(self.spec, self.settings, self.log_dir, self.phase)
-        sampler = Sampler(procs)
-        sampler.start()
-        try:
-            cfg = self.config
-            await _wait_until(
-                lambda: bool(collector.received), procs, cfg.startup_timeout_s, "no output"
-            )
-            first = time.monotonic()
-            await _wait_until(
-                lambda: (
-                    len(collector.received) >= len(records)
-                    or time.monotonic() - first > cfg.saturated_max_s
-                    or time.monotonic() - collector.last_arrival > cfg.idle_s
-                ),
-                procs,
-                cfg.saturated_max_s + cfg.idle_s + 5,
-                "saturated run did not end",
-            )
-            figures = RunFigures(peak_rss=procs.peak_rss())
-        finally:
-            await sampler.stop()
-            await collector.stop()
-            procs.stop()
-        ts = [t for _, t in collector.received]
-        figures.outcomes = len(ts)
-        figures.events_per_s = sustained_rate(ts)
-        if len(ts) >= 2:
-            t0, t1 = min(ts) / 1000.0, max(ts) / 1000.0
-            cpu = sampler.cpu_between(t0, t1)
-            if cpu is not None:
-                figures.cpu_s_per_1k = round(cpu / (len(ts) - 1) * 1000.0, 4)
-        figures.peak_rss = max(figures.peak_rss, sampler.peak_rss())
-        return figures
-
-    async def latency(self, records: Records, probes: Records, rate: float) -> RunFigures:
-        """Empty topics, subject warm, then events at ``rate``: latency per event id."""
-        await _prepare_topics(self.settings)
-        collector = OutputCollector(self.settings, self.outputs)
-        await collector.start()
-        procs = SubjectProcesses(self.spec, self.settings, self.log_dir, self.phase)
-        sampler = Sampler(procs)
-        sampler.start()
-        events = self.settings.topic("events")
-        cfg = self.config
-        try:
-            # Probe until the subject answers: it has its partitions and its first
-            # lookups and model runs behind it.
-            deadline = time.monotonic() + cfg.startup_timeout_s
-            for probe in probes:
-                await send_records(self.settings, events, [probe])
-                with contextlib.suppress(SubjectFailed):
-                    await _wait_until(lambda: bool(collector.received), procs, 0.5, "probe")
-                if collector.received:
-                    break
-                if time.monotonic() > deadline:
-                    raise SubjectFailed(f"no output within {cfg.startup_timeout_s:.0f}s")
-            await _wait_until(lambda: bool(collector.received), procs, 30, "no probe output")
-            await send_records(self.settings, events, probes[-50:], rate=50)
-            await asyncio.sleep(1.0)
-            started = time.monotonic()
-            metadata = await send_records(self.settings, events, records, rate=rate)
-            send_s = time.monotonic() - started
-            sent_ms = {
-                str(decode(value)["event_id"]): float(meta.timestamp)
-                for (_, value), meta in zip(records, metadata, strict=True)
-            }
-            ids = set(sent_ms)
-            await _wait_until(
-                lambda: (
-                    collector.count_of(ids) >= len(ids)
-                    or time.monotonic() - collector.last_arrival > cfg.idle_s
-                ),
-                procs,
-                cfg.startup_timeout_s,
-                "latency run did not end",
-            )
-            peak = procs.peak_rss()
-        finally:
-            await sampler.stop()
-            await collector.stop()
-            procs.stop()
-        lat = latencies_ms(sent_ms, collector.received)
-        return RunFigures(
-            outcomes=len(lat),
-            peak_rss=max(peak, sampler.peak_rss()),
-            latency=percentiles(lat),
-            latency_rate=round(rate, 1),
-            latency_achieved_rate=round(len(records) / send_s, 1) if send_s > 0 else None,
-            latency_events=len(records),
+        self.events = self.settings.topic("events")
+        self.collector = OutputCollector(
+            self.settings, [self.settings.topic("predictions"), self.settings.topic("deadletter")]
         )
+        self.procs: SubjectProcesses | None = None
+        self.sampler: Sampler | None = None
+        self.peak_rss = 0.0
 
-    async def cleanup(self) -> None:
+    async def prepare(self, backlog: Records | None = None) -> None:
+        """Topics, and a backlog written before the subject starts (saturated runs)."""
+        await _prepare_topics(self.settings)
+        if backlog:
+            await send_records(self.settings, self.events, backlog)
+
+    async def __aenter__(self) -> Run:
+        await self.collector.start()
+        self.procs = SubjectProcesses(self.spec, self.settings, self.log_dir, self.phase)
+        self.sampler = Sampler(self.procs)
+        self.sampler.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.procs is not None and self.sampler is not None
+        self.peak_rss = self.procs.peak_rss()
+        await self.sampler.stop()
+        self.peak_rss = max(self.peak_rss, self.sampler.peak_rss())
+        await self.collector.stop()
+        self.procs.stop()
         with contextlib.suppress(Exception):
             await _delete_topics(self.settings)
+
+    async def _check(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
+        assert self.procs is not None
+        await _wait_until(done, self.procs, timeout_s, what)
+
+    async def drain(self, ids: set[str], figures: RunFigures) -> None:
+        """Wait while the subject works through ``ids`` (already sent or being sent);
+        events/s over the middle of the drain and CPU per 1,000 events over all of it."""
+        cfg = self.config
+        received = self.collector.received
+        await self._check(
+            lambda: any(i in ids for i, _ in received), cfg.startup_timeout_s, "no output"
+        )
+        first = time.monotonic()
+        await self._check(
+            lambda: (
+                self.collector.count_of(ids) >= len(ids)
+                or time.monotonic() - first > cfg.saturated_max_s
+                or time.monotonic() - self.collector.last_arrival > cfg.idle_s
+            ),
+            cfg.saturated_max_s + cfg.idle_s + 5,
+            "saturated run did not end",
+        )
+        ts = [t for i, t in received if i in ids]
+        figures.outcomes = len(ts)
+        figures.events_per_s = sustained_rate(ts)
+        assert self.sampler is not None and self.procs is not None
+        self.sampler.samples.append(self.procs.sample())  # covers the last output
+        if len(ts) >= 2:
+            cpu = self.sampler.cpu_between(min(ts) / 1000.0, max(ts) / 1000.0)
+            if cpu is not None:
+                figures.cpu_s_per_1k = round(cpu / (len(ts) - 1) * 1000.0, 4)
+
+    async def warm(self, probes: Records) -> None:
+        """Probe until the subject answers: it has its partitions, and its first lookups
+        and model runs are behind it; then a few more at a gentle pace."""
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        for probe in probes:
+            await send_records(self.settings, self.events, [probe])
+            with contextlib.suppress(SubjectFailed):
+                await self._check(lambda: bool(self.collector.received), 0.5, "probe")
+            if self.collector.received:
+                break
+            if time.monotonic() > deadline:
+                raise SubjectFailed(f"no output within {self.config.startup_timeout_s:.0f}s")
+        await self._check(lambda: bool(self.collector.received), 30, "no probe output")
+        await send_records(self.settings, self.events, probes[-50:], rate=50)
+        await asyncio.sleep(1.0)
+
+    async def offer(self, records: Records, rate: float, figures: RunFigures) -> None:
+        """Events at ``rate``; latency per event id once their outcomes are in."""
+        started = time.monotonic()
+        metadata = await send_records(self.settings, self.events, records, rate=rate)
+        send_s = time.monotonic() - started
+        sent_ms = {
+            str(decode(value)["event_id"]): float(meta.timestamp)
+            for (_, value), meta in zip(records, metadata, strict=True)
+        }
+        ids = set(sent_ms)
+        await self._check(
+            lambda: (
+                self.collector.count_of(ids) >= len(ids)
+                or time.monotonic() - self.collector.last_arrival > self.config.idle_s
+            ),
+            self.config.startup_timeout_s,
+            "latency run did not end",
+        )
+        lat = latencies_ms(sent_ms, self.collector.received)
+        figures.latency = percentiles(lat)
+        figures.latency_rate = round(rate, 1)
+        figures.latency_achieved_rate = round(len(records) / send_s, 1) if send_s > 0 else None
+        figures.latency_events = len(records)
+        figures.latency_outcomes = len(lat)
 
 
 async def measure_subject(
     base: Settings, name: str, records: Records, config: BenchConfig, tag: str
 ) -> SubjectResult:
+    """Half-of-maximum latency: two runs (saturated, then latency) on fresh processes.
+    A fixed ``latency_rate`` needs no maximum first: one run, latency then a burst."""
     spec = subject_spec(name, config)
     reason = unavailable_reason(spec, config)
     if reason:
         return not_run(name, "unavailable", reason)
-    result = SubjectResult(subject=name, processes=spec.processes)
-    sat = Run(base, spec, tag, "sat", config)
-    try:
-        figures = await sat.saturated(tagged(records, f"{tag}-{name}-sat"))
-    except SubjectFailed as exc:
-        return not_run(name, "failed", f"saturated run: {exc}")
-    finally:
-        await sat.cleanup()
-    if figures.events_per_s is None:
-        return not_run(name, "failed", f"saturated run: only {figures.outcomes} outcomes")
-    result.events_per_s = round(figures.events_per_s, 1)
-    result.saturated_outcomes = figures.outcomes
-    result.cpu_s_per_1k = figures.cpu_s_per_1k
-    if figures.outcomes < len(records) and figures.outcomes < config.saturated_max_s * 10:
-        result.notes.append(f"saturated run ended idle after {figures.outcomes} outcomes")
+    probes = tagged(records[-200:], f"{tag}-{name}-probe")
+    sat, lat = RunFigures(), RunFigures()
+    peak_rss = 0.0
+    notes: list[str] = []
 
-    rate = config.latency_rate or figures.events_per_s / 2
-    count = int(min(max(rate * config.latency_s, 200), config.latency_max_events, len(records)))
-    lat = Run(base, spec, tag, "lat", config)
+    def latency_records(rate: float, label: str) -> Records:
+        count = int(min(max(rate * config.latency_s, 200), config.latency_max_events, len(records)))
+        return tagged(records[:count], f"{tag}-{name}-{label}")
+
     try:
-        lat_fig = await lat.latency(
-            tagged(records[:count], f"{tag}-{name}-lat"),
-            tagged(records[-200:], f"{tag}-{name}-probe"),
-            rate,
-        )
+        if config.latency_rate is not None:
+            run = Run(base, spec, tag, "run", config)
+            await run.prepare()
+            async with run:
+                await run.warm(probes)
+                await run.offer(
+                    latency_records(config.latency_rate, "lat"), config.latency_rate, lat
+                )
+                # The burst is sent as fast as this process can: a backlog for any subject
+                # slower than the producer (the ceiling is not; it is measured by preload).
+                burst = tagged(records, f"{tag}-{name}-sat")
+                sender = asyncio.create_task(send_records(run.settings, run.events, burst))
+                await run.drain(_ids(burst), sat)
+                await sender
+            peak_rss = run.peak_rss
+        else:
+            run = Run(base, spec, tag, "sat", config)
+            backlog = tagged(records, f"{tag}-{name}-sat")
+            await run.prepare(backlog)
+            async with run:
+                await run.drain(_ids(backlog), sat)
+            peak_rss = run.peak_rss
+            if sat.events_per_s is None:
+                raise SubjectFailed(f"only {sat.outcomes} outcomes")
+            rate = sat.events_per_s / 2
+            run = Run(base, spec, tag, "lat", config)
+            await run.prepare()
+            try:
+                async with run:
+                    await run.warm(probes)
+                    await run.offer(latency_records(rate, "lat"), rate, lat)
+            except SubjectFailed as exc:
+                notes.append(f"latency run failed: {exc}")
+            peak_rss = max(peak_rss, run.peak_rss)
     except SubjectFailed as exc:
-        result.notes.append(f"latency run failed: {exc}")
-        lat_fig = RunFigures()
-    finally:
-        await lat.cleanup()
-    if lat_fig.latency is not None:
-        for key, value in lat_fig.latency.items():
-            setattr(result, key, value)
-        result.latency_rate = lat_fig.latency_rate
-        result.latency_achieved_rate = lat_fig.latency_achieved_rate
-        result.latency_events = lat_fig.latency_events
-        result.latency_outcomes = lat_fig.outcomes
-        if lat_fig.outcomes < lat_fig.latency_events:
-            result.notes.append(
-                f"latency run: {lat_fig.latency_events - lat_fig.outcomes} events without outcome"
-            )
-    result.rss_mb = round(max(figures.peak_rss, lat_fig.peak_rss) / 2**20, 1)
+        return not_run(name, "failed", str(exc))
+    if sat.events_per_s is None:
+        return not_run(name, "failed", f"saturated: only {sat.outcomes} outcomes")
+    if sat.outcomes < len(records) and sat.outcomes < config.saturated_max_s * 10:
+        notes.append(f"saturated run ended idle after {sat.outcomes} outcomes")
+    if lat.latency_outcomes < lat.latency_events:
+        notes.append(f"latency: {lat.latency_events - lat.latency_outcomes} events without outcome")
+    result = SubjectResult(
+        subject=name,
+        processes=spec.processes,
+        events_per_s=round(sat.events_per_s, 1),
+        saturated_outcomes=sat.outcomes,
+        cpu_s_per_1k=sat.cpu_s_per_1k,
+        latency_rate=lat.latency_rate,
+        latency_achieved_rate=lat.latency_achieved_rate,
+        latency_events=lat.latency_events or None,
+        latency_outcomes=lat.latency_outcomes or None,
+        rss_mb=round(peak_rss / 2**20, 1),
+        notes=notes,
+    )
+    for key, value in (lat.latency or {}).items():
+        setattr(result, key, value)
     return result
 
 

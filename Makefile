@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 
-.PHONY: install run down test unit lint clean
+.PHONY: install run down test unit lint clean bench bench-env
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): pyproject.toml requirements.lock
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+
+# The Quix Streams bench subject's own environment (its pydantic cap conflicts with ours).
+QUIX       := $(VENV)/quix
+QUIX_STAMP := $(QUIX)/.installed-$(shell cat requirements-bench.lock | sha256sum | cut -c1-12)
+
+$(QUIX_STAMP): requirements-bench.lock
+	test -x $(QUIX)/bin/python || python3 -m venv $(QUIX)
+	$(QUIX)/bin/pip install -q --upgrade pip
+	$(QUIX)/bin/pip install -q -r requirements-bench.lock
+	rm -f $(QUIX)/.installed-* && touch $(QUIX_STAMP)
+
+bench-env: install $(QUIX_STAMP)
 
 run: install
 	$(BIN)/streamscore up
@@ -31,6 +43,11 @@ down: install
 
 test: install
 	bash deploy/test.sh
+
+# Every subject, one run, on the default stack (BENCHMARKS.md shows one such run).
+bench: bench-env
+	$(BIN)/streamscore up
+	$(BIN)/streamscore bench --workers 2 --json .streamscore/bench.json
 
 unit: install
 	$(BIN)/python -m pytest tests/unit -q

@@ -400,20 +400,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streams.bench import run_bench
+    from streams.bench.harness import SUBJECTS, BenchConfig, run_bench, stack_settings
+    from streams.bench.report import SubjectResult, render_ratios, render_table
 
-    report = asyncio.run(run_bench(_settings(args), n=args.n, rate=args.rate))
-    header = (
-        f"{'subject':<12} {'events':>7} {'outcomes':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] or list(SUBJECTS)
+    unknown = [s for s in subjects if s not in SUBJECTS]
+    if unknown:
+        print(f"streamscore bench: unknown subjects {unknown}; choose from {SUBJECTS}")
+        return 2
+    overrides: dict[str, Any] = {"workers": args.workers}
+    for name in ("n", "latency_rate", "seed", "worker_python"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
+    settings = stack_settings(_settings(args))
+    report = asyncio.run(
+        run_bench(settings, subjects, config, progress=lambda m: print(m, file=sys.stderr))
     )
-    print(header)
-    for r in report["results"]:
-        print(
-            f"{r['subject']:<12} {r['events']:>7} {r['outcomes']:>8} {r['events_per_s']:>9.0f} "
-            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
-        )
-    print("ratios: " + ", ".join(f"{k}={v}" for k, v in report["ratios"].items()))
+    results = [SubjectResult(**r) for r in report["results"].values()]
+    print(render_table(results))
+    print(render_ratios(report["ratios"]) or "ratios: none (a subject of each pair is missing)")
+    for r in results:
+        for note in r.notes:
+            print(f"note: {r.subject}: {note}")
+    print(f"bench took {report['duration_s']:.0f}s")
     if args.json:
+        report["command"] = " ".join(["streamscore", *sys.argv[1:]])
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
@@ -625,11 +637,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = common(
-        sub.add_parser("bench", help="throughput and latency against a passthrough baseline")
+        sub.add_parser(
+            "bench",
+            help="ceiling, framework, naive, streamscore and quix on the same broker, same run",
+        )
     )
-    p.add_argument("--n", type=int, default=20000, help="events per subject")
-    p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
-    p.add_argument("--json", help="write the results to this path")
+    p.add_argument("--n", type=int, help="events of each saturated run (default 30000)")
+    p.add_argument(
+        "--subjects",
+        default="",
+        help="comma-separated subset of ceiling,framework,naive,streamscore,quix",
+    )
+    p.add_argument("--quick", action="store_true", help="small runs (CI's guard uses these)")
+    p.add_argument(
+        "--latency-rate",
+        "--rate",
+        type=float,
+        help="events/s of the latency runs (default: half of each subject's maximum)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="also N streamscore workers on N partitions"
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--worker-python",
+        type=Path,
+        help="python of another checkout's venv: bench that checkout's worker instead",
+    )
+    p.add_argument("--json", help="write the report to this path")
     p.set_defaults(func=cmd_bench)
 
     p = common(

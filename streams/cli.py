@@ -70,16 +70,21 @@ def cmd_down(args: argparse.Namespace) -> int:
 def status_report(settings: Settings) -> dict[str, Any]:
     from models.registry import ModelRegistry
     from streams import stack
-    from streams.kafka import BrokerUnavailable, existing_topics, wait_for_broker
+    from streams.kafka import BrokerUnavailable, committed_lag, existing_topics, wait_for_broker
 
     state = stack.StackState.load(stack.state_path(settings))
     bootstrap = state.bootstrap_servers if state else settings.bootstrap_servers
     effective = settings.model_copy(update={"bootstrap_servers": bootstrap})
     topics: list[str] = []
+    lag: dict[int, int | None] = {}
     broker_up = True
     try:
         asyncio.run(wait_for_broker(effective, timeout_s=3))
         topics = asyncio.run(existing_topics(effective))
+        if settings.topic("events") in topics:
+            lag = asyncio.run(
+                committed_lag(effective, settings.consumer_group, settings.topic("events"))
+            )
     except BrokerUnavailable:
         broker_up = False
     workers = [w for w in (state.workers if state else []) if stack.worker_running(w)]
@@ -116,6 +121,9 @@ def status_report(settings: Settings) -> dict[str, Any]:
             f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in workers
         ],
         "models": models,
+        # From the broker: events not yet committed by the scoring group, per partition
+        # (None: nothing committed yet).
+        "events_lag": {str(p): n for p, n in lag.items()},
     }
 
 
@@ -145,6 +153,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         )
         print("topics:     " + ", ".join(report["topics"]))
+        print(
+            "committed:  events lag "
+            + (
+                ", ".join(
+                    f"p{p} {'-' if n is None else n}" for p, n in report["events_lag"].items()
+                )
+                or "-"
+            )
+            + " (committed offsets of the scoring group, read from the broker)"
+        )
         figures = metrics_figures(report["metrics_url"])
         if figures:
             print(figures)

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.structs import RecordMetadata
+from aiokafka.structs import RecordMetadata, TopicPartition
 
 from streams.settings import Settings
 
@@ -125,6 +125,37 @@ async def existing_topics(settings: Settings) -> list[str]:
     finally:
         await admin.close()
     return [name for name in settings.all_topics() if name in existing]
+
+
+async def committed_lag(settings: Settings, group: str, topic: str) -> dict[int, int | None]:
+    """Per partition of ``topic``: end offset minus the offset ``group`` committed, read
+    from the broker (not from a worker's own view), so a partition whose commits are
+    stuck shows its lag even while the worker reports none. ``None``: nothing committed.
+    """
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=5000)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    consumer = reader(settings)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.topics()  # refreshes metadata for every topic
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+    lag: dict[int, int | None] = {}
+    for tp in tps:
+        done = committed.get(tp)
+        lag[tp.partition] = (
+            ends[tp] - done.offset if done is not None and done.offset >= 0 else None
+        )
+    return lag
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

@@ -182,6 +182,13 @@ def test_default_stack_durable_and_open_to_every_client(cli, root: Path) -> None
     ranged = json.loads(cli("audit", "--json", "--idle", "3", "--since", since).stdout)
     assert ranged["events"] == 240 and ranged["reconciled"], ranged
     assert ranged["predictions"] >= 240 and ranged["deadletters"] == 0, ranged
+    # Every outcome is acked, so the group's commits (read from the broker) reach the end
+    # of each partition within a few commit intervals.
+    deadline = time.monotonic() + 20
+    while (lag := status(cli)["events_lag"]) and any(n != 0 for n in lag.values()):
+        assert time.monotonic() < deadline, f"committed offsets stuck behind the end: {lag}"
+        time.sleep(1)
+    assert len(lag) == 3, lag
 
     cli("down")
     assert not (cli.home / "kafka" / "kafka.pid").exists()

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.structs import RecordMetadata, TopicPartition
+from aiokafka.structs import RecordMetadata
 
 from streams.settings import Settings
 
@@ -138,14 +138,11 @@ async def committed_lag(settings: Settings, group: str, topic: str) -> dict[int,
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    consumer = reader(settings)
+    # A group-less consumer of the topic holds all of its partitions once started.
+    consumer = reader(settings, topic)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()  # refreshes metadata for every topic
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
         ends = await consumer.end_offsets(tps) if tps else {}
     finally:
         await consumer.stop()

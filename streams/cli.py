@@ -81,7 +81,10 @@ def status_report(settings: Settings) -> dict[str, Any]:
         topics = asyncio.run(existing_topics(effective))
     except BrokerUnavailable:
         broker_up = False
-    workers = [w for w in (state.workers if state else []) if stack.alive(w["pid"])]
+    running = [w for w in (state.workers if state else []) if stack.alive(w["pid"])]
+    # worker_pids and metrics_url(s) stay the scoring workers'; the feedback worker has its own
+    workers = [w for w in running if w.get("role", "score") == "score"]
+    feedback = [w for w in running if w.get("role") == "feedback"]
     registry = ModelRegistry(settings.registry_path)
     models = []
     for name in registry.list_models():
@@ -102,6 +105,10 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "metrics_urls": [
             f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in workers
         ],
+        "feedback_worker_pids": [w["pid"] for w in feedback],
+        "feedback_metrics_urls": [
+            f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in feedback
+        ],
         "models": models,
     }
 
@@ -118,6 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print(f"online:     {report['online_store']}")
         print(f"workers:    {report['worker_pids'] or 'none'}")
+        print(f"feedback:   {report['feedback_worker_pids'] or 'none'}")
         print(f"metrics:    {report['metrics_url'] or '-'}")
         print(
             "models:     "

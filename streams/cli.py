@@ -87,8 +87,10 @@ def status_report(settings: Settings) -> dict[str, Any]:
             )
     except BrokerUnavailable:
         broker_up = False
-    workers = [w for w in (state.workers if state else []) if stack.worker_running(w)]
-    scoring = [w for w in workers if w.get("role", "score") == "score"]
+    running = [w for w in (state.workers if state else []) if stack.worker_running(w)]
+    # worker_pids and metrics_url(s) stay the scoring workers'; the feedback worker has its own
+    workers = [w for w in running if w.get("role", "score") == "score"]
+    feedback = [w for w in running if w.get("role") == "feedback"]
     dead = stack.dead_parts(settings, state)
     registry = ModelRegistry(settings.registry_path)
     models = []
@@ -105,20 +107,15 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "online_store": state.online_store if state else settings.online_store,
         "topics": topics,
         "worker_pids": [w["pid"] for w in workers],
-        "workers": [
-            {
-                "pid": w["pid"],
-                "role": w.get("role", "score"),
-                "metrics_url": f"http://{settings.metrics_host}:{w['metrics_port']}/metrics",
-            }
-            for w in workers
-        ],
-        # The first scoring worker's: the figures that `status` prints come from it.
-        "metrics_url": f"http://{settings.metrics_host}:{scoring[0]['metrics_port']}/metrics"
-        if scoring
+        "metrics_url": f"http://{settings.metrics_host}:{workers[0]['metrics_port']}/metrics"
+        if workers
         else None,
         "metrics_urls": [
             f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in workers
+        ],
+        "feedback_worker_pids": [w["pid"] for w in feedback],
+        "feedback_metrics_urls": [
+            f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in feedback
         ],
         "models": models,
         # From the broker: events not yet committed by the scoring group, per partition
@@ -138,10 +135,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"({'reachable' if report['broker_reachable'] else 'unreachable'})"
         )
         print(f"online:     {report['online_store']}")
-        print(
-            "workers:    "
-            + (", ".join(f"{w['pid']} ({w['role']})" for w in report["workers"]) or "none")
-        )
+        print(f"workers:    {report['worker_pids'] or 'none'}")
+        print(f"feedback:   {report['feedback_worker_pids'] or 'none'}")
         if report["dead"]:
             print(f"not running: {', '.join(report['dead'])} (`streamscore up` restarts them)")
         print(f"metrics:    {report['metrics_url'] or '-'}")

@@ -21,8 +21,8 @@ QUIX_STAMP := $(QUIX)/.installed-$(shell cat requirements-bench.lock | sha256sum
 
 $(QUIX_STAMP): requirements-bench.lock
 	test -x $(QUIX)/bin/python || python3 -m venv $(QUIX)
-	$(QUIX)/bin/pip install -q --upgrade pip
-	$(QUIX)/bin/pip install -q -r requirements-bench.lock
+	$(QUIX)/bin/python -m pip install -q --upgrade pip
+	$(QUIX)/bin/python -m pip install -q -r requirements-bench.lock
 	rm -f $(QUIX)/.installed-* && touch $(QUIX_STAMP)
 
 bench-env: install $(QUIX_STAMP)

@@ -419,7 +419,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] or list(SUBJECTS)
     unknown = [s for s in subjects if s not in SUBJECTS]
     if unknown:
-        print(f"streamscore bench: unknown subjects {unknown}; choose from {SUBJECTS}")
+        print(
+            f"streamscore bench: unknown subjects {unknown}; choose from {SUBJECTS}",
+            file=sys.stderr,
+        )
         return 2
     overrides: dict[str, Any] = {"workers": args.workers}
     for name in ("n", "latency_rate", "seed", "worker_python"):

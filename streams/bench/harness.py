@@ -358,6 +358,7 @@ class RunFigures:
     latency_achieved_rate: float | None = None
     latency_events: int = 0
     latency_outcomes: int = 0
+    ended_idle: bool = False
 
 
 def _ids(records: Records) -> set[str]:
@@ -443,6 +444,7 @@ class Run:
         )
         ts = [t for i, t in received if i in ids]
         figures.outcomes = len(ts)
+        figures.ended_idle = len(ts) < len(ids) and time.monotonic() - first <= cfg.saturated_max_s
         figures.events_per_s = sustained_rate(ts)
         assert self.sampler is not None and self.procs is not None
         self.sampler.samples.append(self.procs.sample())  # covers the last output
@@ -451,9 +453,36 @@ class Run:
             if cpu is not None:
                 figures.cpu_s_per_1k = round(cpu / (len(ts) - 1) * 1000.0, 4)
 
+    async def wait_ready(self) -> None:
+        """Every worker process has completed a rebalance (its ready file, as ``up``
+        waits for it): N workers share the partitions before the load starts, rather
+        than rebalancing in the middle of it."""
+        from streams.worker import ready_file
+
+        assert self.procs is not None
+        files = [ready_file(self.settings, p.pid) for p in self.procs.procs]
+        await self._check(
+            lambda: all(f.exists() for f in files),
+            self.config.startup_timeout_s,
+            "workers not ready",
+        )
+        await asyncio.sleep(1.0)
+
+    async def burst(self, records: Records, figures: RunFigures) -> None:
+        """Records sent as fast as this process can, drained by the running subject: a
+        backlog for any subject slower than the producer (the ceiling is not; it is
+        measured on a backlog written before it starts)."""
+        sender = asyncio.create_task(send_records(self.settings, self.events, records))
+        try:
+            await self.drain(_ids(records), figures)
+        finally:
+            await sender
+
     async def warm(self, probes: Records) -> None:
         """Probe until the subject answers: it has its partitions, and its first lookups
         and model runs are behind it; then a few more at a gentle pace."""
+        if self.spec.processes > 1:
+            await self.wait_ready()
         deadline = time.monotonic() + self.config.startup_timeout_s
         for probe in probes:
             await send_records(self.settings, self.events, [probe])
@@ -550,8 +579,8 @@ async def measure_subject(
         return not_run(name, "failed", str(exc))
     if sat.events_per_s is None:
         return not_run(name, "failed", f"saturated: only {sat.outcomes} outcomes")
-    if sat.outcomes < len(records) and sat.outcomes < config.saturated_max_s * 10:
-        notes.append(f"saturated run ended idle after {sat.outcomes} outcomes")
+    if sat.ended_idle:
+        notes.append(f"saturated run ended idle after {sat.outcomes} of {len(records)} outcomes")
     if lat.latency_outcomes < lat.latency_events:
         notes.append(f"latency: {lat.latency_events - lat.latency_outcomes} events without outcome")
     result = SubjectResult(

@@ -95,3 +95,26 @@ def test_unknown_subject_is_refused() -> None:
 def test_workers_row_runs_n_processes_on_n_partitions() -> None:
     spec = subject_spec("streamscore_2w", BenchConfig(workers=2))
     assert (spec.processes, spec.partitions) == (2, 2)
+
+
+def test_cli_bench_options() -> None:
+    from streams.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "--quick",
+            "--subjects",
+            "framework,streamscore",
+            "--rate",
+            "200",
+            "--workers",
+            "2",
+        ]
+    )
+    assert (args.quick, args.subjects, args.latency_rate, args.workers) == (
+        True,
+        "framework,streamscore",
+        200.0,
+        2,
+    )

@@ -157,6 +157,14 @@ def test_prometheus_scrapes_the_worker_metrics_port(services: dict[str, Any]) ->
         for dns in job.get("dns_sd_configs", []):
             targets.update(f"{name}:{dns['port']}" for name in dns["names"])
     assert f"worker:{metrics_port}" in targets, targets
+    assert f"feedback:{metrics_port}" in targets, targets
+
+
+def test_the_feedback_worker_runs_beside_the_scoring_worker(services: dict[str, Any]) -> None:
+    feedback = services["feedback"]
+    assert feedback["command"] == ["streamscore", "worker", "--role", "feedback"]
+    assert env_of(feedback) == env_of(services["worker"])
+    assert feedback["depends_on"]["worker"]["condition"] == "service_healthy"
 
 
 @pytest.mark.skipif(

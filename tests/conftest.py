@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,13 @@ def copy_feature_repo(dest: Path) -> Path:
         ROOT / "feature_repo", dest, ignore=shutil.ignore_patterns("data", "__pycache__")
     )
     return dest
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def kcat(*args: str, stdin: str | None = None, timeout: float = 60) -> str:

@@ -11,7 +11,6 @@ reached, and pairs are reconciled by event id, so a lost or doubled pair fails t
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -30,14 +29,9 @@ from streams.codec import decode, encode
 from streams.kafka import producer, reader
 from streams.monitoring.runner import ready_file
 from streams.settings import Settings
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> str:

@@ -15,12 +15,7 @@ import pytest
 from streams.broker.jars import LockedJar
 from streams.broker.kafka import BrokerStartError, LocalKafka, cluster_id
 from streams.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import free_port
 
 
 def fake_java(tmp_path: Path, body: str) -> Path:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -116,9 +116,12 @@ def build_app(
         )
         settling = asyncio.create_task(window.run())
 
-        async def ack(batch: Sequence[EventT]) -> None:
-            for event in batch:
-                await source.ack(event)
+        def acker(batch: Sequence[EventT]) -> Callable[[], Awaitable[None]]:
+            async def ack() -> None:
+                for event in batch:
+                    await source.ack(event)
+
+            return ack
 
         try:
             async for taken in source.noack_take(settings.batch_max, within=settings.batch_wait_s):
@@ -126,7 +129,7 @@ def build_app(
                 metrics.EVENTS_CONSUMED.inc(len(batch))
                 metrics.BATCH_SIZE.observe(len(batch))
                 outbound = await score_batch(pipeline, [to_inbound(e) for e in batch])
-                await window.submit(outbound, lambda batch=batch: ack(batch))
+                await window.submit(outbound, acker(batch))
                 # Informative: never held up by, nor holding up, the batch's offsets.
                 signals = pipeline.drain_signals()
                 if signals:

@@ -84,10 +84,13 @@ def worker_running(worker: dict[str, Any]) -> bool:
     if not alive(worker["pid"]):
         return False
     try:
-        cmdline = Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{worker['pid']}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the pid
-    return b"streams.cli" in cmdline and b"worker" in cmdline
+    if not cmdline:
+        return True  # a process in the middle of exec shows none yet: trust the pid
+    args = cmdline.split(b"\0")
+    return b"streams.cli" in args and b"worker" in args
 
 
 def dead_parts(settings: Settings, state: StackState | None) -> list[str]:

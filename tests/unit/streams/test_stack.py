@@ -18,13 +18,20 @@ def test_a_dead_or_recycled_worker_pid_is_not_running(tmp_path: Path) -> None:
     # Our own pid is alive but is no streamscore worker: a pid recycled after a crash.
     assert not stack.worker_running({"pid": os.getpid()})
     fake = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)", "streams.cli", "worker"]
+        [sys.executable, "-c", "import time; print(1, flush=True); time.sleep(30)"]
+        + ["streams.cli", "worker"],
+        stdout=subprocess.PIPE,
     )
     try:
+        # Right after Popen, /proc may show an empty command line (the exec is under way):
+        # wait until the child runs its program.
+        assert fake.stdout is not None and fake.stdout.readline() == b"1\n"
         assert stack.worker_running({"pid": fake.pid})
     finally:
         fake.kill()
         fake.wait()
+        if fake.stdout is not None:
+            fake.stdout.close()
 
 
 def test_status_names_what_up_recorded_but_no_longer_runs(tmp_path: Path) -> None:

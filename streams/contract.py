@@ -28,8 +28,11 @@ _MAX_EPOCH_MS = 4_102_444_800_000
 def _parse_event_time(value: Any) -> datetime:
     if isinstance(value, bool):
         raise ValueError("expected an RFC 3339 string or epoch milliseconds, got a boolean")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or not _MIN_EPOCH_MS <= value <= _MAX_EPOCH_MS:
+    if isinstance(value, int | float):
+        # Compared as given: ``math.isfinite`` would turn an int beyond float range
+        # into an OverflowError instead of a contract violation.
+        finite = isinstance(value, int) or math.isfinite(value)
+        if not finite or not _MIN_EPOCH_MS <= value <= _MAX_EPOCH_MS:
             raise ValueError(f"epoch milliseconds {value!r} out of range (years 2000-2100)")
         return datetime.fromtimestamp(value / 1000, tz=UTC)
     if isinstance(value, str):
@@ -39,7 +42,10 @@ def _parse_event_time(value: Any) -> datetime:
             raise ValueError(f"unparseable timestamp {value!r}, expected RFC 3339") from None
         if parsed.tzinfo is None or "T" not in value.upper() and " " not in value:
             raise ValueError(f"timestamp {value!r} lacks a time or UTC offset, expected RFC 3339")
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 shifted by its offset leaves datetime's range
+            raise ValueError(f"timestamp {value!r} is out of range") from None
     raise ValueError(
         f"expected an RFC 3339 string or epoch milliseconds, got {type(value).__name__}"
     )
@@ -99,9 +105,13 @@ def validate_with_schema(obj: dict[str, Any], schema: Mapping[str, str]) -> dict
         elif kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ContractViolation(name, f"expected a number (got {value!r:.80})")
-            if not math.isfinite(value):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float range
+                raise ContractViolation(name, "expected a finite number") from None
+            if not math.isfinite(number):
                 raise ContractViolation(name, f"expected a finite number (got {value!r:.80})")
-            out[name] = float(value)
+            out[name] = number
         else:
             try:
                 out[name] = _parse_event_time(value)

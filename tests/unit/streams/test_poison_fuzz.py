@@ -181,6 +181,20 @@ def test_any_decoded_object_ends_in_an_event_or_a_pipeline_error(obj: dict[str, 
             check(obj)
         except PipelineError as exc:
             _check_error(exc, b"{}")
+            # Messages never repeat a string value (personal data may be in any field).
+            for text in _strings(obj):
+                assert text not in exc.message
+
+
+def _strings(value: Any) -> list[str]:
+    """String leaves long enough that finding one in a message is no coincidence."""
+    if isinstance(value, str):
+        return [value] if len(value) >= 12 else []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 @FUZZ

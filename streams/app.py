@@ -76,7 +76,8 @@ async def score_batch(pipeline: ScoringPipeline, batch: Sequence[Inbound]) -> li
         log.exception("the pipeline raised on a batch of %d; dead-lettering it", len(batch))
         error = UnexpectedError(f"{type(exc).__name__}: {exc}")
         metrics.DEADLETTERS.labels(error.stage).inc(len(batch))
-        return [dead_letter(record, error) for record in batch]
+        limit = pipeline.config.deadletter_max_value_bytes
+        return [dead_letter(record, error, limit) for record in batch]
 
 
 def build_app(

@@ -48,7 +48,9 @@ class DuplicateEvent(PipelineError):
     stage: Stage = "validate"
 
     def __init__(self, event_id: str) -> None:
-        super().__init__(f"event_id {event_id!r} was already scored by this worker")
+        # The id stays out of the message (it is in the dead letter's value): messages
+        # never repeat a string value, see streams.contract.
+        super().__init__("event_id: already scored by this worker")
         self.event_id = event_id
 
 

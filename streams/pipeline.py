@@ -21,6 +21,7 @@ a policy those events are dead-lettered at enrich/score. The agent in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -74,17 +75,42 @@ class Outbound:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def dead_letter(record: Inbound, error: PipelineError) -> Outbound:
-    """The original key and bytes, unchanged; the headers say why (contract in ARCHITECTURE)."""
+#: Largest dead-letter value: the original bytes up to here, cut beyond. 256 KiB is 4x
+#: the default event limit (so an event that passed decode and failed later keeps all
+#: its bytes) and a quarter of the producer's max request size (Faust's 1,000,000,
+#: aiokafka's 1 MiB), leaving ample room for the key and the headers.
+DEADLETTER_MAX_VALUE_BYTES = 262_144
+
+
+def dead_letter(
+    record: Inbound, error: PipelineError, max_value_bytes: int = DEADLETTER_MAX_VALUE_BYTES
+) -> Outbound:
+    """The original key and bytes, unchanged, unless the bytes exceed ``max_value_bytes``;
+    the headers say why (contract in ARCHITECTURE).
+
+    A value over the limit is cut to its first ``max_value_bytes`` bytes, and headers
+    ``original.truncated`` (``true``), ``original.size`` and ``original.sha256`` (hex of
+    the whole original) let an operator match it with the event. Without the cut, a
+    dead letter of an event near the broker's limit exceeds the producer's request
+    size: it can never be published, and its partition never commits past it.
+    """
+    value = record.value or b""
     headers = [
         ("error.class", type(error).__name__.encode()),
-        ("error.message", error.message.encode()),
+        ("error.message", error.message.encode(errors="backslashreplace")),
         ("error.stage", error.stage.encode()),
         ("source.topic", record.topic.encode()),
         ("source.partition", str(record.partition).encode()),
         ("source.offset", str(record.offset).encode()),
     ]
-    return Outbound("deadletter", record.key, record.value or b"", headers)
+    if len(value) > max_value_bytes:
+        headers += [
+            ("original.truncated", b"true"),
+            ("original.size", str(len(value)).encode()),
+            ("original.sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        value = value[:max_value_bytes]
+    return Outbound("deadletter", record.key, value, headers)
 
 
 class RecentIds:
@@ -112,6 +138,7 @@ class RecentIds:
 @dataclass(frozen=True)
 class PipelineConfig:
     max_event_bytes: int = 65536
+    deadletter_max_value_bytes: int = DEADLETTER_MAX_VALUE_BYTES
     dedupe_window: int = 200_000
     enrich_retries: int = 3
     enrich_backoff_s: float = 0.2
@@ -172,6 +199,9 @@ class ScoringPipeline:
         old, self._routing = self._routing, routing
         return old
 
+    def _dead_letter(self, record: Inbound, error: PipelineError) -> Outbound:
+        return dead_letter(record, error, self.config.deadletter_max_value_bytes)
+
     def _validate(self, manifest: ModelManifest, record: Inbound) -> dict[str, Any]:
         obj = decode_event(record.value, self.config.max_event_bytes)
         if manifest.event_schema is None:
@@ -195,7 +225,7 @@ class ScoringPipeline:
                 if not self._seen.add(event["event_id"]):
                     raise DuplicateEvent(event["event_id"])
             except PipelineError as exc:
-                out[i] = dead_letter(record, exc)
+                out[i] = self._dead_letter(record, exc)
                 continue
             valid_idx.append(i)
             valid_events.append(event)
@@ -210,12 +240,12 @@ class ScoringPipeline:
             except PipelineError as exc:
                 for i, event in zip(valid_idx, valid_events, strict=True):
                     self._seen.forget(event["event_id"])
-                    out[i] = dead_letter(batch[i], exc)
+                    out[i] = self._dead_letter(batch[i], exc)
             else:
                 for i, event, prediction in zip(valid_idx, valid_events, scored, strict=True):
                     if isinstance(prediction, PipelineError):
                         self._seen.forget(event["event_id"])
-                        out[i] = dead_letter(batch[i], prediction)
+                        out[i] = self._dead_letter(batch[i], prediction)
                     else:
                         out[i] = self._prediction(batch[i], prediction, tally)
                 for i, prediction in shadow:

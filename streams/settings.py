@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=65536, ge=64)
     """Events larger than this are dead-lettered at decode."""
 
+    deadletter_max_value_bytes: int = Field(default=262_144, ge=1024, le=900_000)
+    """A dead letter keeps the original bytes up to this size and is cut beyond it
+    (headers ``original.truncated``, ``original.size``, ``original.sha256``), so it always
+    fits the producer's max request size (1,000,000 bytes) with its key and headers."""
+
     dedupe_window: int = Field(default=200_000, ge=0)
     """How many recent event ids a worker remembers to dead-letter duplicates (0 disables)."""
 

@@ -99,6 +99,7 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
     )
     config = PipelineConfig(
         max_event_bytes=settings.max_event_bytes,
+        deadletter_max_value_bytes=settings.deadletter_max_value_bytes,
         dedupe_window=settings.dedupe_window,
         enrich_retries=settings.enrich_retries,
         slice_fields=tuple(settings.slice_fields),

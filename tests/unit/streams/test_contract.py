@@ -97,3 +97,26 @@ def test_oversized_payload_is_refused_before_parsing() -> None:
     with pytest.raises(OversizedEvent, match="larger than the limit of 1024"):
         decode_event(raw, max_bytes=1024)
     assert decode_event(raw, max_bytes=len(raw))["event_id"] == "e-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"user_id": {"email": "alice@example.com"}}, "user_id", "(got an object)"),
+        ({"user_id": 4111111111111111}, "user_id", "(got a number of 16 characters)"),
+        ({"merchant_id": ["4111 1111 1111 1111"]}, "merchant_id", "(got an array)"),
+        ({"amount": "4111 1111 1111 1111"}, "amount", "(got a string of 19 characters)"),
+        ({"currency": "alice@example.com"}, "currency", "(got a string of 17 characters)"),
+        ({"event_time": "alice@example.com"}, "event_time", "(got a string of 17 characters)"),
+        ({"amount": -3}, "amount", "greater than or equal to 0 (got -3)"),
+    ],
+)
+def test_messages_name_the_field_and_rule_but_never_repeat_a_string(
+    change: dict, field: str, words: str
+) -> None:
+    with pytest.raises(ContractViolation) as info:
+        validate_event(GOOD | change)
+    message = str(info.value)
+    assert message.startswith(f"{field}: ") and message.endswith(words)
+    for secret in ("alice@example.com", "4111 1111 1111 1111", "4111111111111111"):
+        assert secret not in message

@@ -6,6 +6,7 @@ the same pipeline on Kafka, Redis, Feast and ONNX Runtime.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ import pytest
 from features.store import FeatureStoreUnavailable
 from models.manifest import Decision, Lineage, ModelInput, ModelManifest
 from streams.codec import decode, encode
-from streams.pipeline import Inbound, PipelineConfig, ScoringPipeline
+from streams.errors import DecodeError, OversizedEvent
+from streams.pipeline import Inbound, PipelineConfig, ScoringPipeline, dead_letter
 
 MANIFEST = ModelManifest(
     name="fraud",
@@ -204,3 +206,33 @@ async def test_model_failure_dead_letters_the_batch_at_score() -> None:
 async def test_oversized_event_is_dead_lettered() -> None:
     out = await make(max_event_bytes=100).process(inbound([encode(event("a", note="x" * 200))]))
     assert dict(out[0].headers)["error.class"] == b"OversizedEvent"
+
+
+def test_a_dead_letter_keeps_the_original_bytes_up_to_the_limit() -> None:
+    record = inbound([b"x" * 1024])[0]
+    out = dead_letter(record, DecodeError("malformed JSON"), max_value_bytes=1024)
+    assert out.value == record.value
+    assert "original.truncated" not in dict(out.headers)
+
+
+def test_a_dead_letter_over_the_limit_is_cut_and_says_so() -> None:
+    original = encode(event("big", padding="y" * 1_000_000))
+    record = inbound([original])[0]
+    out = dead_letter(record, OversizedEvent(len(original), 65536), max_value_bytes=262_144)
+    headers = dict(out.headers)
+    assert out.value == original[:262_144]
+    assert headers["original.truncated"] == b"true"
+    assert headers["original.size"] == str(len(original)).encode()
+    assert headers["original.sha256"] == hashlib.sha256(original).hexdigest().encode()
+    assert headers["error.class"] == b"OversizedEvent" and out.key == b"k"
+    # It fits the producer's max request size (Faust's default) with key and headers.
+    size = len(out.value) + len(out.key or b"") + sum(len(k) + len(v) for k, v in out.headers)
+    assert size < 1_000_000
+
+
+async def test_the_pipeline_cuts_oversized_dead_letters_at_its_configured_limit() -> None:
+    pipeline = make(max_event_bytes=65536, deadletter_max_value_bytes=100_000)
+    out = await pipeline.process(inbound([b"z" * 500_000, encode(event("a"))]))
+    assert [o.destination for o in out] == ["deadletter", "predictions"]
+    assert len(out[0].value) == 100_000
+    assert dict(out[0].headers)["original.size"] == b"500000"

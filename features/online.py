@@ -13,7 +13,7 @@ batch's distinct entities that its :class:`EntityCache` does not hold (per featu
 keyed by the view's join keys, bounded, with a TTL; :meth:`FeastOnlineSource.invalidate`
 drops entities whose features changed: the streaming-feature writer calls it). Feast's
 per-row cost is what bounds enrichment (about 1 ms per row on Redis, measured; see
-PERF_NOTES), so every row not asked for is time won. It runs the call
+issue 8's note), so every row not asked for is time won. It runs the call
 on a dedicated single-thread executor: the Feast client is blocking, its
 SQLite online store keeps one connection per store object (opened with
 ``check_same_thread=False`` in Feast 0.67, but a connection is not safe to use

@@ -6,12 +6,25 @@ The worker serves them on ``metrics_host:metrics_port``.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server, values
 
 # Importing Feast sets PROMETHEUS_MULTIPROCESS_DIR (feast/metrics.py, for its gunicorn
 # feature server) and child processes inherit it; prometheus_client then keeps every
 # value in an mmap file behind a lock and a pid check: 5 % of the scoring loop at
-# saturation (py-spy, PERF_NOTES). A worker is one process: in-memory values, always.
+# saturation (py-spy; issue 8's note). A worker is one process: in-memory values, always.
+# prometheus_client picks the class once, in ``values.ValueClass``, and offers no setting
+# for it; the assignment is guarded to the versions it was tested with (pyproject's pin),
+# and tests/unit/streams/test_metrics.py checks it through Feast's import.
+_PROMETHEUS_TESTED = ("0.24.", "0.25.", "0.26.")
+if not version("prometheus_client").startswith(_PROMETHEUS_TESTED) or not hasattr(
+    values, "MutexValue"
+):
+    raise RuntimeError(
+        f"prometheus_client {version('prometheus_client')} is untested with streams/metrics.py's "
+        f"in-memory value override (tested: {', '.join(_PROMETHEUS_TESTED)}x)"
+    )
 values.ValueClass = values.MutexValue
 
 _NS = "streamscore"

@@ -8,10 +8,11 @@ feedback worker (:mod:`streams.monitoring.runner`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TopicT
@@ -83,14 +84,29 @@ def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False
 
 
 def mark_ready_on_rebalance(app: faust.App, ready_file: Path | None) -> None:
-    """Set the ready gauge and write ``ready_file`` each time a rebalance completes."""
+    """Set the ready gauge and write ``ready_file`` once a rebalance's recovery is over.
 
-    # mode types signal receivers more narrowly than it calls them.
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def mark_ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    Faust sends ``on_rebalance_complete`` at the start of its recovery's last step, before
+    it resumes the stream partitions and seeks them to their committed offsets; records
+    produced in that window raced the seek (a restarted feedback worker lost one label
+    that arrived there, tests/integration/test_feedback_kafka.py). Ready therefore waits
+    for the recovery's ``completed`` event, which Faust sets after the seek.
+    """
+    pending: set[asyncio.Task[None]] = set()
+
+    async def when_recovered() -> None:
+        await cast(Any, app.tables).recovery.completed.wait()
         metrics.WORKER_READY.set(1)
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             # A few bytes once per rebalance; not worth a thread.
             ready_file.write_text("ready\n")  # noqa: ASYNC240
         log.info("ready: assigned %s", sorted(str(tp) for tp in app.assignor.assigned_actives()))
+
+    # mode types signal receivers more narrowly than it calls them.
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def mark_ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        # Not awaited here: Faust awaits this receiver before it seeks and sets completed.
+        task = asyncio.ensure_future(when_recovered())
+        pending.add(task)
+        task.add_done_callback(pending.discard)

@@ -239,6 +239,68 @@ class Settings(BaseSettings):
     feature_cache_max_entities: int = Field(default=100_000, ge=1)
     """Entities (per feature view) kept in the worker's feature cache; oldest evicted."""
 
+    # --- security (issue 11): credentials from env or files, TLS, SASL, Redis AUTH ---
+
+    sasl_password_file: Path | None = None
+    """File holding the SASL password (a mounted secret); instead of ``sasl_password``."""
+
+    sasl_allow_plaintext: bool = False
+    """SASL_PLAINTEXT sends credentials (PLAIN) or their proofs (SCRAM) without TLS, so it
+    is refused unless this says the network is trusted."""
+
+    ssl_check_hostname: bool = True
+    """Check that the broker's (and a TLS Redis's) certificate names the host connected to."""
+
+    redis_username: str | None = None
+    """Redis ACL user of the online store (Redis 6+ ``AUTH user password``)."""
+
+    redis_password: SecretStr | None = None
+    """Redis password; never logged. A password written in ``redis_url`` is moved here."""
+
+    redis_password_file: Path | None = None
+    """File holding the Redis password; instead of ``redis_password``."""
+
+    redis_ssl_cafile: Path | None = None
+    """CA bundle that signs a TLS Redis's certificate (``rediss://`` URLs)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``<secret>_file`` names a file holding the secret (Docker/Kubernetes secrets);
+        a password written into ``redis_url`` is moved out of it, so no URL carries one."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for secret in ("sasl_password", "redis_password"):
+            path = data.get(f"{secret}_file")
+            if path in (None, ""):
+                continue
+            if data.get(secret) not in (None, ""):
+                raise ValueError(f"set {secret} or {secret}_file, not both")
+            try:
+                data[secret] = Path(path).read_text().rstrip("\r\n")
+            except OSError as exc:
+                # The path is not secret; the file's content never reaches a message.
+                raise ValueError(
+                    f"{secret}_file {path} cannot be read: {exc.strerror}"
+                ) from None
+        url = data.get("redis_url")
+        if isinstance(url, str) and "@" in url:
+            from urllib.parse import unquote, urlsplit, urlunsplit
+
+            parts = urlsplit(url)
+            if parts.password is not None:
+                if data.get("redis_password") not in (None, ""):
+                    raise ValueError("a password in redis_url and redis_password: set one")
+                data["redis_password"] = unquote(parts.password)
+            if parts.username and not data.get("redis_username"):
+                data["redis_username"] = unquote(parts.username)
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc += f":{parts.port}"
+            data["redis_url"] = urlunsplit(parts._replace(netloc=netloc))
+        return data
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_env(cls, data: Any) -> Any:

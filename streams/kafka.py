@@ -30,7 +30,6 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 from aiokafka.structs import RecordMetadata
-
 from pydantic import SecretStr
 
 from streams.settings import Settings
@@ -46,11 +45,15 @@ class BrokerUnavailable(RuntimeError):
         )
 
 
-class KafkaSecurityError(RuntimeError):
+class KafkaSecurityError(BrokerUnavailable):
     """The cluster refused us, or our security settings cannot work: waiting will not help.
 
-    The message says which setting to look at; it never carries a secret.
+    The message says which setting to look at; it never carries a secret. A kind of
+    :class:`BrokerUnavailable`, so every caller that reports that reports this too.
     """
+
+    def __init__(self, message: str) -> None:
+        RuntimeError.__init__(self, message)
 
 
 @dataclass(frozen=True)

@@ -281,9 +281,7 @@ class Settings(BaseSettings):
                 data[secret] = Path(path).read_text().rstrip("\r\n")
             except OSError as exc:
                 # The path is not secret; the file's content never reaches a message.
-                raise ValueError(
-                    f"{secret}_file {path} cannot be read: {exc.strerror}"
-                ) from None
+                raise ValueError(f"{secret}_file {path} cannot be read: {exc.strerror}") from None
         url = data.get("redis_url")
         if isinstance(url, str) and "@" in url:
             from urllib.parse import unquote, urlsplit, urlunsplit

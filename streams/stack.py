@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from streams.broker.kafka import LocalKafka
 from streams.kafka import wait_for_broker
 from streams.settings import Settings
@@ -146,8 +148,10 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the processes we start: ours, plus every setting made explicit."""
     env = dict(os.environ)
     for name, value in settings.model_dump(mode="json", exclude_none=True).items():
-        if name == "sasl_password":
-            continue  # stays in the caller's environment, never written to stack.json
+        if isinstance(getattr(settings, name), SecretStr):
+            # Secrets stay in the caller's environment (or their *_FILE), never in
+            # stack.json; a child reads them from there, as the parent did.
+            continue
         # pydantic-settings parses list/dict fields from env as JSON
         env[f"STREAMSCORE_{name.upper()}"] = (
             json.dumps(value) if isinstance(value, list | dict) else str(value)

@@ -18,7 +18,7 @@ from pathlib import Path
 import faust
 
 from features.online import FeastOnlineSource
-from features.store import OnlineStoreConfig, open_store
+from features.store import open_store
 from models.registry import LoadedModel, ModelNotFound, ModelRegistry
 from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
@@ -27,16 +27,11 @@ from streams.app import build_app
 from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
+from streams.online_store import online_store_config
 from streams.pipeline import PipelineConfig, ScoringPipeline
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def online_store_config(settings: Settings) -> OnlineStoreConfig:
-    if settings.online_store == "redis":
-        return OnlineStoreConfig(kind="redis", redis_url=settings.redis_url)
-    return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
 
 
 def load_champion(settings: Settings) -> LoadedModel:

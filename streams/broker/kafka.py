@@ -317,29 +317,36 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 """
         tls = self.sasl_ssl
-        admin_password = tls.users[tls.admin]
-        controller = "SSL" if tls.acls else "PLAINTEXT"
-        config = f"""listeners=SASL_SSL://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}
-advertised.listeners=SASL_SSL://127.0.0.1:{s.kafka_port}
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:{controller}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=SASL_SSL
-sasl.enabled.mechanisms=SCRAM-SHA-512
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="{tls.admin}" password="{admin_password}";
-ssl.keystore.type=PEM
-ssl.keystore.location={tls.keystore.resolve()}
-ssl.truststore.type=PEM
-ssl.truststore.location={tls.truststore.resolve()}
-ssl.endpoint.identification.algorithm=https
-"""
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{tls.admin}" password="{tls.users[tls.admin]}";'
+        )
+        lines = [
+            f"listeners=SASL_SSL://127.0.0.1:{s.kafka_port},"
+            f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{s.kafka_port}",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,"
+            f"CONTROLLER:{'SSL' if tls.acls else 'PLAINTEXT'}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=SASL_SSL",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={tls.keystore.resolve()}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls.truststore.resolve()}",
+            "ssl.endpoint.identification.algorithm=https",
+        ]
         if tls.acls:
-            config += f"""authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-allow.everyone.if.no.acl.found=false
-super.users=User:{tls.admin};User:{tls.broker_principal}
-listener.name.controller.ssl.client.auth=required
-"""
-        return config
+            lines += [
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found=false",
+                f"super.users=User:{tls.admin};User:{tls.broker_principal}",
+                # The broker reaches its controller with its own certificate.
+                "listener.name.controller.ssl.client.auth=required",
+            ]
+        return "\n".join(lines) + "\n"
 
     def _write_config(self) -> None:
         s = self.settings

@@ -1,0 +1,196 @@
+"""Kafka SASL/SCRAM-SHA-512 over TLS against a real Apache Kafka listener.
+
+The module starts its own embedded broker (streams/broker) once, with a SASL_SSL client
+listener: a CA and a broker certificate generated here (PEM, no keytool), SCRAM users
+created by Kafka's own ``StorageTool format --add-scram``. Against it run the scoring
+worker, the feedback worker and the CLI (produce, tail, audit), all configured only
+through ``STREAMSCORE_*`` with the password in a file. A wrong password, an untrusted
+certificate, plaintext to the TLS port and SASL over plaintext each fail at once with a
+message that names the setting to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from streams import stack
+from streams.broker.kafka import LocalKafka, SaslSslListener
+from streams.broker.tls import CertificateAuthority
+from streams.kafka import KafkaSecurityError, reader, wait_for_broker
+from streams.settings import Settings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class SecureBroker:
+    def __init__(self, root: Path) -> None:
+        self.ca = CertificateAuthority(root / "tls")
+        self.other_ca = CertificateAuthority(root / "other-tls", name="someone else's CA")
+        cert = self.ca.issue("streamscore-broker")
+        self.passwords = {
+            "admin": secrets.token_urlsafe(16),
+            "worker": secrets.token_urlsafe(16),
+        }
+        self.password_file = root / "worker.password"
+        self.password_file.write_text(self.passwords["worker"] + "\n")
+        self.password_file.chmod(0o600)
+        self.settings = Settings(
+            home=root / "broker-home",
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            kafka_start_timeout_s=120,
+        )
+        self.kafka = LocalKafka(
+            self.settings,
+            SaslSslListener(
+                keystore=cert.keystore, truststore=self.ca.cert_path, users=self.passwords
+            ),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap
+
+    def client(self, **overrides: object) -> dict[str, object]:
+        """The settings a client of this broker uses (the worker's identity by default)."""
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "worker",
+            "sasl_password_file": self.password_file,
+            "ssl_cafile": self.ca.cert_path,
+        } | overrides
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    broker = SecureBroker(tmp_path_factory.mktemp("sasl-ssl"))
+    broker.kafka.start(progress=False)
+    try:
+        yield broker
+    finally:
+        broker.kafka.stop()
+
+
+def cli(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``streamscore ARGS`` as a user runs it, configured by the environment only."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=stack.child_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_broker_listener_is_sasl_ssl_only(secure_broker: SecureBroker) -> None:
+    config = secure_broker.kafka.config.read_text()
+    assert f"listeners=SASL_SSL://127.0.0.1:{secure_broker.settings.kafka_port}," in config
+    assert "PLAINTEXT://" not in config.split("listeners=", 1)[1].split("\n", 1)[0]
+    assert secure_broker.kafka.config.stat().st_mode & 0o077 == 0  # holds the admin password
+
+
+async def test_workers_and_cli_run_over_sasl_ssl(
+    secure_broker: SecureBroker,
+    settings_factory: Callable[..., Settings],
+    worker_factory: Callable[..., stack.StackState],
+    root: Path,
+) -> None:
+    settings = settings_factory(**secure_broker.client())
+    assert settings.sasl_password is not None
+    # Only the file's path travels to the workers, never the password itself.
+    env = stack.child_env(settings)
+    assert secure_broker.passwords["worker"] not in json.dumps(
+        {k: v for k, v in env.items() if k.startswith("STREAMSCORE_")}
+    )
+
+    worker_factory(settings)
+    worker_factory(settings, role="feedback")
+
+    produced = cli(settings, "produce", "--n", "120", "--labels", "--seed", "11")
+    assert produced.returncode == 0, produced.stderr
+    bad = cli(settings, "produce", "--file", str(root / "deploy" / "demo" / "bad-events.jsonl"))
+    assert bad.returncode == 0, bad.stderr
+
+    tail = cli(settings, "tail", "predictions", "--n", "5", "--idle", "60")
+    assert tail.returncode == 0, tail.stderr
+    lines = tail.stdout.strip().splitlines()
+    assert len(lines) == 5 and all(json.loads(line)["model"] == "fraud" for line in lines)
+
+    deadline = time.monotonic() + 120
+    while True:
+        audit = cli(settings, "audit", "--json", "--idle", "3")
+        report = json.loads(audit.stdout)
+        if audit.returncode == 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert report["events"] >= 120 + 7 and report["missing"] == 0
+    assert report["deadletters"] >= 7
+
+    # The feedback worker joined labels with predictions over the same listener.
+    consumer = reader(settings, settings.topic("labelled"))
+    await consumer.start()
+    joined = 0
+    try:
+        while joined < 100 and time.monotonic() < deadline + 60:
+            batch = await consumer.getmany(timeout_ms=1000)
+            joined += sum(len(records) for records in batch.values())
+    finally:
+        await consumer.stop()
+    assert joined >= 100
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("wrong password", "refused SASL SCRAM-SHA-512 authentication of user 'worker'"),
+        ("untrusted certificate", "is not trusted"),
+        ("plaintext to the TLS port", "speaks TLS but STREAMSCORE_SECURITY_PROTOCOL=PLAINTEXT"),
+        ("SASL over plaintext", "STREAMSCORE_SASL_ALLOW_PLAINTEXT"),
+        ("wrong mechanism", "does not accept SASL SCRAM-SHA-256"),
+    ],
+)
+async def test_refusals_fail_fast_with_the_setting(
+    secure_broker: SecureBroker, tmp_path: Path, case: str, expected: str
+) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password")
+    overrides: dict[str, object] = {
+        "wrong password": {"sasl_password_file": wrong},
+        "untrusted certificate": {"ssl_cafile": secure_broker.other_ca.cert_path},
+        "plaintext to the TLS port": {"security_protocol": "PLAINTEXT"},
+        "SASL over plaintext": {"security_protocol": "SASL_PLAINTEXT"},
+        "wrong mechanism": {"sasl_mechanism": "SCRAM-SHA-256"},
+    }[case]
+    settings = Settings(home=tmp_path, **secure_broker.client(**overrides))
+    started = time.monotonic()
+    with pytest.raises(KafkaSecurityError, match=expected) as refused:
+        # A refusal that waited would take the whole minute.
+        await wait_for_broker(settings, timeout_s=60)
+    assert time.monotonic() - started < 15
+    assert secure_broker.passwords["worker"] not in str(refused.value)
+    assert "not-the-password" not in str(refused.value)
+
+
+def test_worker_with_a_wrong_password_stops_at_start_up(
+    secure_broker: SecureBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password")
+    settings = settings_factory(**secure_broker.client(sasl_password_file=wrong))
+    result = cli(settings, "worker", timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refused SASL SCRAM-SHA-512 authentication of user 'worker'" in result.stderr
+    assert "not-the-password" not in result.stdout + result.stderr

@@ -172,11 +172,12 @@ async def test_online_store_refusals_fail_at_start_up(
     settings = settings_factory(**secure_redis.client(**overrides))
     store = open_store(settings.feature_repo, online_store_config(settings))
     source = FeastOnlineSource(store)
-    refs = ModelRegistry(settings.registry_path).load("fraud", "1").manifest.feature_refs()
+    manifest = ModelRegistry(settings.registry_path).load("fraud", "1").manifest
+    refs = manifest.feature_refs()
     started = time.monotonic()
     # What the worker does before its first event (streams/worker.py): one real lookup.
     with pytest.raises(FeatureStoreUnavailable, match=expected) as refused:
-        await source.fetch(refs, [{"user_id": "__startup_probe__"}])
+        await source.fetch(refs, [{key: "__startup_probe__" for key in manifest.entity_keys}])
     assert time.monotonic() - started < 15
     assert secure_redis.password not in str(refused.value)
     assert "not-the-password" not in str(refused.value)

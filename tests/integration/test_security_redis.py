@@ -111,7 +111,7 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRed
         server.proc.wait(timeout=20)
 
 
-async def test_worker_scores_with_features_from_an_authenticated_tls_redis(
+def test_worker_scores_with_features_from_an_authenticated_tls_redis(
     secure_redis: SecureRedis,
     settings_factory: Callable[..., Settings],
     worker_factory: Callable[..., stack.StackState],

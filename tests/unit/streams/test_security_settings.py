@@ -34,9 +34,7 @@ def _secret_file(tmp_path: Path, name: str = "password") -> Path:
 def _visible(settings: Settings) -> str:
     """Everything a log line, status or stack.json could show of the settings."""
     env = {k: v for k, v in stack.child_env(settings).items() if k.startswith("STREAMSCORE_")}
-    return "\n".join(
-        [repr(settings), str(settings), settings.model_dump_json(), json.dumps(env)]
-    )
+    return "\n".join([repr(settings), str(settings), settings.model_dump_json(), json.dumps(env)])
 
 
 def test_secrets_come_from_files_and_never_show(tmp_path: Path) -> None:

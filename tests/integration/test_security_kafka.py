@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ class SecureBroker:
     def bootstrap(self) -> str:
         return self.kafka.bootstrap
 
-    def client(self, **overrides: object) -> dict[str, object]:
+    def client(self, **overrides: Any) -> dict[str, Any]:
         """The settings a client of this broker uses (the worker's identity by default)."""
         return {
             "bootstrap_servers": self.bootstrap,
@@ -167,13 +168,14 @@ async def test_refusals_fail_fast_with_the_setting(
 ) -> None:
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password")
-    overrides: dict[str, object] = {
+    choices: dict[str, dict[str, Any]] = {
         "wrong password": {"sasl_password_file": wrong},
         "untrusted certificate": {"ssl_cafile": secure_broker.other_ca.cert_path},
         "plaintext to the TLS port": {"security_protocol": "PLAINTEXT"},
         "SASL over plaintext": {"security_protocol": "SASL_PLAINTEXT"},
         "wrong mechanism": {"sasl_mechanism": "SCRAM-SHA-256"},
-    }[case]
+    }
+    overrides = choices[case]
     settings = Settings(home=tmp_path, **secure_broker.client(**overrides))
     started = time.monotonic()
     with pytest.raises(KafkaSecurityError, match=expected) as refused:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,7 +91,7 @@ class SecureRedis:
                     raise
                 time.sleep(0.1)
 
-    def client(self, **overrides: object) -> dict[str, object]:
+    def client(self, **overrides: Any) -> dict[str, Any]:
         return {
             "online_store": "redis",
             "redis_url": f"rediss://127.0.0.1:{self.port}/0",
@@ -164,11 +165,12 @@ async def test_online_store_refusals_fail_at_start_up(
 ) -> None:
     wrong = tmp_path / "wrong.password"
     wrong.write_text("not-the-password")
-    overrides: dict[str, object] = {
+    choices: dict[str, dict[str, Any]] = {
         "wrong password": {"redis_password_file": wrong},
         "untrusted certificate": {"redis_ssl_cafile": secure_redis.other_ca.cert_path},
         "plaintext to the TLS port": {"redis_url": f"redis://127.0.0.1:{secure_redis.port}/0"},
-    }[case]
+    }
+    overrides = choices[case]
     settings = settings_factory(**secure_redis.client(**overrides))
     store = open_store(settings.feature_repo, online_store_config(settings))
     source = FeastOnlineSource(store)

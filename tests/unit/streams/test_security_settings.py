@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from features.store import redis_connection_string
 from streams import stack
@@ -61,7 +62,7 @@ def test_secret_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_secret_and_its_file_together_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="sasl_password or sasl_password_file") as exc:
-        Settings(sasl_password=SECRET, sasl_password_file=_secret_file(tmp_path))
+        Settings(sasl_password=SecretStr(SECRET), sasl_password_file=_secret_file(tmp_path))
     assert SECRET not in str(exc.value)
 
 
@@ -96,12 +97,12 @@ def test_redis_tls_connection_string_names_the_ca(tmp_path: Path) -> None:
 
 
 def test_sasl_over_plaintext_needs_an_explicit_setting(tmp_path: Path) -> None:
-    base = {
+    base: dict[str, Any] = {
         "home": tmp_path,
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_username": "worker",
-        "sasl_password": SECRET,
+        "sasl_password": SecretStr(SECRET),
     }
     with pytest.raises(KafkaSecurityError, match="STREAMSCORE_SASL_ALLOW_PLAINTEXT"):
         kafka_security(Settings(**base))

@@ -230,6 +230,46 @@ class LocalKafka:
             "ssl_cafile": self.sasl_ssl.truststore,
         }
 
+    def add_acls(self, *args: str) -> None:
+        """Allow-ACLs through Kafka's own ``kafka-acls`` (``kafka.admin.AclCommand``), as
+        the admin: ``add_acls("--allow-principal", "User:x", "--operation", "Read",
+        "--topic", "events")``. Needs a running broker with a SASL_SSL listener."""
+        if self.sasl_ssl is None:
+            raise BrokerStartError("ACLs need the SASL_SSL listener (LocalKafka(sasl_ssl=...))")
+        tls = self.sasl_ssl
+        client = self.dir / "admin-client.properties"
+        client.touch(mode=0o600)
+        client.write_text(
+            "security.protocol=SASL_SSL\n"
+            "sasl.mechanism=SCRAM-SHA-512\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{tls.admin}" password="{tls.users[tls.admin]}";\n'
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={tls.truststore.resolve()}\n"
+        )
+        java = java_binary(self.settings)
+        jars = ensure_jars(self.settings.kafka_cache_dir, self.settings.kafka_maven_mirror)
+        result = subprocess.run(
+            [
+                str(java),
+                "-Xmx128m",
+                f"-Dlog4j.configuration=file:{self.log4j}",
+                "-cp",
+                f"{jars}/*",
+                "kafka.admin.AclCommand",
+                "--bootstrap-server",
+                self.bootstrap,
+                "--command-config",
+                str(client),
+                "--add",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise BrokerStartError(f"kafka-acls {' '.join(args)} failed:\n{result.stderr}")
+
     def stop(self, timeout_s: float = 30.0) -> bool:
         """SIGTERM (a clean shutdown flushes and closes the logs), SIGKILL after the timeout."""
         pid = self.pid()

@@ -1,10 +1,12 @@
-"""Kafka SASL/SCRAM-SHA-512 over TLS against a real Apache Kafka listener.
+"""Kafka SASL/SCRAM-SHA-512 over TLS and topic ACLs against a real Apache Kafka listener.
 
 The module starts its own embedded broker (streams/broker) once, with a SASL_SSL client
-listener: a CA and a broker certificate generated here (PEM, no keytool), SCRAM users
-created by Kafka's own ``StorageTool format --add-scram``. Against it run the scoring
-worker, the feedback worker and the CLI (produce, tail, audit), all configured only
-through ``STREAMSCORE_*`` with the password in a file. A wrong password, an untrusted
+listener and the StandardAuthorizer: a CA and a broker certificate generated here (PEM,
+no keytool), SCRAM users created by Kafka's own ``StorageTool format --add-scram``,
+ACLs granted by Kafka's own ``kafka-acls``. Each principal (scoring worker, feedback
+worker, CLI) gets exactly the rows of the README's ACL table, and the scoring worker,
+the feedback worker and the CLI (produce, tail, audit) run against it, configured only
+through ``STREAMSCORE_*`` with passwords in files. A wrong password, an untrusted
 certificate, plaintext to the TLS port and SASL over plaintext each fail at once with a
 message that names the setting to fix.
 """
@@ -13,20 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from streams import stack
 from streams.broker.kafka import LocalKafka, SaslSslListener
 from streams.broker.tls import CertificateAuthority
-from streams.kafka import KafkaSecurityError, reader, wait_for_broker
+from streams.kafka import (
+    KafkaSecurityError,
+    ensure_topics,
+    reader,
+    send_records,
+    wait_for_broker,
+)
 from streams.settings import Settings
 from tests.conftest import free_port
 
@@ -39,12 +50,14 @@ class SecureBroker:
         self.other_ca = CertificateAuthority(root / "other-tls", name="someone else's CA")
         cert = self.ca.issue("streamscore-broker")
         self.passwords = {
-            "admin": secrets.token_urlsafe(16),
-            "worker": secrets.token_urlsafe(16),
+            name: secrets.token_urlsafe(16) for name in ("admin", *PRINCIPALS.values())
         }
-        self.password_file = root / "worker.password"
-        self.password_file.write_text(self.passwords["worker"] + "\n")
-        self.password_file.chmod(0o600)
+        self.password_files = {}
+        for name, password in self.passwords.items():
+            path = root / f"{name}.password"
+            path.write_text(password + "\n")
+            path.chmod(0o600)
+            self.password_files[name] = path
         self.settings = Settings(
             home=root / "broker-home",
             kafka_port=free_port(),
@@ -54,7 +67,10 @@ class SecureBroker:
         self.kafka = LocalKafka(
             self.settings,
             SaslSslListener(
-                keystore=cert.keystore, truststore=self.ca.cert_path, users=self.passwords
+                keystore=cert.keystore,
+                truststore=self.ca.cert_path,
+                users=self.passwords,
+                acls=True,
             ),
         )
 
@@ -62,16 +78,53 @@ class SecureBroker:
     def bootstrap(self) -> str:
         return self.kafka.bootstrap
 
-    def client(self, **overrides: Any) -> dict[str, Any]:
-        """The settings a client of this broker uses (the worker's identity by default)."""
+    def client(self, user: str = "scoring", **overrides: Any) -> dict[str, Any]:
+        """The settings a client of this broker uses, as ``user``."""
         return {
             "bootstrap_servers": self.bootstrap,
             "security_protocol": "SASL_SSL",
             "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_username": "worker",
-            "sasl_password_file": self.password_file,
+            "sasl_username": user,
+            "sasl_password_file": self.password_files[user],
             "ssl_cafile": self.ca.cert_path,
         } | overrides
+
+    def as_user(self, settings: Settings, user: str) -> Settings:
+        """The same deployment (topics, group) under another principal."""
+        return Settings(**(settings.model_dump(exclude={"sasl_password"}) | self.client(user)))
+
+    def grant_readme_acls(self, settings: Settings) -> list[tuple[str, ...]]:
+        """Grant every row of the README's ACL table for ``settings``' topics and group."""
+        grants = readme_acls(settings)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda args: self.kafka.add_acls(*args), grants))
+        return grants
+
+
+# README principal -> SCRAM user of this test
+PRINCIPALS = {"scoring worker": "scoring", "feedback worker": "feedback", "CLI": "operator"}
+
+
+def readme_acls(settings: Settings) -> list[tuple[str, ...]]:
+    """``kafka-acls`` arguments for each row of the README's ACL table."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = text.split("| principal | resource | name | operations |", 1)[1].split("\n\n", 1)[0]
+    grants = []
+    for line in table.splitlines()[2:]:
+        principal, resource, names, operations = (c.strip() for c in line.strip(" |").split("|"))
+        user = next(u for p, u in PRINCIPALS.items() if principal.startswith(p))
+        args = ["--allow-principal", f"User:{user}"]
+        for op in operations.split(","):
+            args += ["--operation", op.strip()]
+        for name in re.findall(r"`([^`]+)`", names):
+            if name.startswith("<consumer_group>"):
+                full = name.replace("<consumer_group>", settings.consumer_group)
+            else:
+                full = settings.topic_prefix + name
+            args += [f"--{resource}", full]
+        grants.append(tuple(args))
+    assert len(grants) >= 8, table
+    return grants
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +161,21 @@ async def test_workers_and_cli_run_over_sasl_ssl(
     worker_factory: Callable[..., stack.StackState],
     root: Path,
 ) -> None:
-    settings = settings_factory(**secure_broker.client())
-    assert settings.sasl_password is not None
+    admin = settings_factory(**secure_broker.client("admin"))
+    await ensure_topics(admin)  # an administrator creates the topics
+    secure_broker.grant_readme_acls(admin)
+    scoring = secure_broker.as_user(admin, "scoring")
+    feedback = secure_broker.as_user(admin, "feedback")
+    settings = secure_broker.as_user(admin, "operator")  # the CLI's principal
+    assert scoring.sasl_password is not None
     # Only the file's path travels to the workers, never the password itself.
-    env = stack.child_env(settings)
-    assert secure_broker.passwords["worker"] not in json.dumps(
+    env = stack.child_env(scoring)
+    assert secure_broker.passwords["scoring"] not in json.dumps(
         {k: v for k, v in env.items() if k.startswith("STREAMSCORE_")}
     )
 
-    worker_factory(settings)
-    worker_factory(settings, role="feedback")
+    worker_factory(scoring)
+    worker_factory(feedback, role="feedback")
 
     produced = cli(settings, "produce", "--n", "120", "--labels", "--seed", "11")
     assert produced.returncode == 0, produced.stderr
@@ -141,7 +199,7 @@ async def test_workers_and_cli_run_over_sasl_ssl(
     assert report["deadletters"] >= 7
 
     # The feedback worker joined labels with predictions over the same listener.
-    consumer = reader(settings, settings.topic("labelled"))
+    consumer = reader(admin, admin.topic("labelled"))
     await consumer.start()
     joined = 0
     try:
@@ -152,11 +210,17 @@ async def test_workers_and_cli_run_over_sasl_ssl(
         await consumer.stop()
     assert joined >= 100
 
+    # The authorizer is on: what the table does not list is refused.
+    with pytest.raises(TopicAuthorizationFailedError):
+        await asyncio.wait_for(
+            send_records(scoring, scoring.topic("labels"), [(None, b"{}")]), timeout=60
+        )
+
 
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("wrong password", "refused SASL SCRAM-SHA-512 authentication of user 'worker'"),
+        ("wrong password", "refused SASL SCRAM-SHA-512 authentication of user 'scoring'"),
         ("untrusted certificate", "is not trusted"),
         ("plaintext to the TLS port", "speaks TLS but STREAMSCORE_SECURITY_PROTOCOL=PLAINTEXT"),
         ("SASL over plaintext", "STREAMSCORE_SASL_ALLOW_PLAINTEXT"),
@@ -182,7 +246,7 @@ async def test_refusals_fail_fast_with_the_setting(
         # A refusal that waited would take the whole minute.
         await wait_for_broker(settings, timeout_s=60)
     assert time.monotonic() - started < 15
-    assert secure_broker.passwords["worker"] not in str(refused.value)
+    assert secure_broker.passwords["scoring"] not in str(refused.value)
     assert "not-the-password" not in str(refused.value)
 
 
@@ -194,5 +258,5 @@ def test_worker_with_a_wrong_password_stops_at_start_up(
     settings = settings_factory(**secure_broker.client(sasl_password_file=wrong))
     result = cli(settings, "worker", timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "refused SASL SCRAM-SHA-512 authentication of user 'worker'" in result.stderr
+    assert "refused SASL SCRAM-SHA-512 authentication of user 'scoring'" in result.stderr
     assert "not-the-password" not in result.stdout + result.stderr

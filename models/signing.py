@@ -148,11 +148,15 @@ class ModelTrust:
             signed = json.loads((folder / SIGNED_MANIFEST_FILE).read_text())
             current = json.loads(json.dumps(signed_fields(manifest), sort_keys=True, default=str))
             if signed != current:
-                changed = sorted(k for k in set(signed) | set(current) if signed.get(k) != current.get(k))
+                changed = sorted(
+                    k for k in set(signed) | set(current) if signed.get(k) != current.get(k)
+                )
                 raise ModelUntrusted(
                     name, version, f"manifest.json differs from what was signed in {changed}"
                 )
             return key_id(public_key.read_bytes())
         raise ModelUntrusted(
-            name, version, "its signature does not verify with any trusted key (" + "; ".join(failures) + ")"
+            name,
+            version,
+            "its signature does not verify with any trusted key (" + "; ".join(failures) + ")",
         )

@@ -263,6 +263,24 @@ class Settings(BaseSettings):
     redis_ssl_cafile: Path | None = None
     """CA bundle that signs a TLS Redis's certificate (``rediss://`` URLs)."""
 
+    model_signing_key_file: Path | None = None
+    """Elliptic-curve private key (PEM, unencrypted; mount it as a secret) that signs each
+    version ``train`` and ``models register`` add to the registry (OpenSSF model-signing).
+    Unset: versions are registered unsigned."""
+
+    model_signer: str = "streamscore"
+    """Who signs (a person, a CI job): recorded in the manifest's ``signature``."""
+
+    model_trusted_keys: str = ""
+    """Comma-separated public-key files (PEM). When set, every load (worker start-up,
+    every rollout through ``control``) verifies the version's signature with one of them
+    and refuses an unsigned, altered or re-described model; a running worker keeps
+    serving what it had. Unset: only the manifest's sha256 is checked."""
+
+    @property
+    def trusted_key_paths(self) -> list[Path]:
+        return [Path(p.strip()) for p in self.model_trusted_keys.split(",") if p.strip()]
+
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, data: Any) -> Any:

@@ -233,12 +233,12 @@ def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) ->
 
 def bootstrap(settings: Settings) -> None:
     """Apply the feature repo, materialize, and train + register the example model if needed."""
-    from models.registry import ModelRegistry
     from models.training import bootstrap_example
+    from streams.registry import open_registry
     from streams.worker import online_store_config
 
     manifest = bootstrap_example(
-        settings.feature_repo, online_store_config(settings), ModelRegistry(settings.registry_path)
+        settings.feature_repo, online_store_config(settings), open_registry(settings)
     )
     if manifest is not None:
         log.info("registered %s v%s %s", manifest.name, manifest.version, manifest.metrics)

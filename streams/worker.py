@@ -19,7 +19,7 @@ import faust
 
 from features.online import FeastOnlineSource
 from features.store import open_store
-from models.registry import LoadedModel, ModelNotFound, ModelRegistry
+from models.registry import LoadedModel, ModelNotFound
 from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
 from streams import metrics
@@ -29,13 +29,14 @@ from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
 from streams.online_store import online_store_config
 from streams.pipeline import PipelineConfig, ScoringPipeline
+from streams.registry import open_registry
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def load_champion(settings: Settings) -> LoadedModel:
-    registry = ModelRegistry(settings.registry_path)
+    registry = open_registry(settings)
     version = registry.champion(settings.model_name)
     if version is None:
         raise ModelNotFound(settings.model_name, "champion")
@@ -48,7 +49,7 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
 
 def initial_routing(settings: Settings) -> RoutingTable:
     """What the registry records (champion, canary, shadow); control may override it."""
-    registry = ModelRegistry(settings.registry_path)
+    registry = open_registry(settings)
     state = registry.rollout(settings.model_name)
     if state is None:
         raise ModelNotFound(settings.model_name, "champion")
@@ -106,7 +107,7 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         monitor=ScoringMonitor(settings),
         served_features=settings.served_features_log,
     )
-    follower = ControlFollower(settings, pipeline, ModelRegistry(settings.registry_path))
+    follower = ControlFollower(settings, pipeline, open_registry(settings))
     # Before the first event: a restarted worker serves the current rollout at once.
     await follower.start()
     return pipeline, follower

@@ -14,8 +14,9 @@ from typing import Any
 
 from features.store import open_store
 from models.assembly import assemble_inputs, entity_rows
-from models.registry import ModelNotFound, ModelRegistry
+from models.registry import ModelNotFound
 from streams.online_store import online_store_config
+from streams.registry import open_registry
 from streams.settings import Settings
 
 
@@ -23,7 +24,7 @@ class PerEventScorer:
     """Feast lookup + ONNX Runtime for one event at a time (no batching, no cache)."""
 
     def __init__(self, settings: Settings) -> None:
-        registry = ModelRegistry(settings.registry_path)
+        registry = open_registry(settings)
         version = registry.champion(settings.model_name)
         if version is None:
             raise ModelNotFound(settings.model_name, "champion")

@@ -186,6 +186,11 @@ class ModelManifest(_Strict):
     card: ModelCard = Field(default_factory=ModelCard)
     history: list[HistoryEntry] = Field(default_factory=list)
     signature: SignatureRecord | None = None
+    pii_fields: list[str] = Field(
+        default_factory=list,
+        description="event fields this use case holds as personal data (beyond the "
+        "settings' STREAMSCORE_PII_FIELDS): kept out of logs, signals and metric labels",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelManifest:

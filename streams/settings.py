@@ -277,6 +277,28 @@ class Settings(BaseSettings):
     and refuses an unsigned, altered or re-described model; a running worker keeps
     serving what it had. Unset: only the manifest's sha256 is checked."""
 
+    pii_fields: str = "user_id"
+    """Comma-separated event fields that are personal data (plus any a model's manifest
+    marks in ``pii_fields``): never a metric label, signal slice or log value; a keyed
+    pseudonym stands in where an identifier is needed. A prediction's ``entity`` is exempt
+    by contract (README, Security)."""
+
+    pii_hmac_key: SecretStr | None = None
+    """Secret key of the pseudonyms (HMAC-SHA256); the same on every worker, so a
+    pseudonym names one person everywhere. Unset: a random key per process."""
+
+    pii_hmac_key_file: Path | None = None
+    """File holding ``pii_hmac_key``."""
+
+    deadletter_redact_value: bool = False
+    """Dead letters without personal data: the value is withheld (``original.redacted``,
+    ``original.size``, keyed ``original.hmac``) and the key pseudonymised. Off by
+    default: a dead letter is the original bytes so that it can be fixed and replayed."""
+
+    @property
+    def pii_field_names(self) -> list[str]:
+        return [f.strip() for f in self.pii_fields.split(",") if f.strip()]
+
     @property
     def trusted_key_paths(self) -> list[Path]:
         return [Path(p.strip()) for p in self.model_trusted_keys.split(",") if p.strip()]
@@ -289,7 +311,7 @@ class Settings(BaseSettings):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        for secret in ("sasl_password", "redis_password"):
+        for secret in ("sasl_password", "redis_password", "pii_hmac_key"):
             path = data.get(f"{secret}_file")
             if path in (None, ""):
                 continue

@@ -28,6 +28,7 @@ from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
 from streams.online_store import online_store_config
+from streams.pii import PiiPolicy
 from streams.pipeline import PipelineConfig, ScoringPipeline
 from streams.registry import open_registry
 from streams.settings import Settings
@@ -93,7 +94,12 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         len(model.manifest.inputs),
         len(refs),
     )
+    # Fails fast when a personal field is configured as a slice (labels, signals).
+    pii = PiiPolicy.from_settings(
+        settings, (f for served in routing.models() for f in served.manifest.pii_fields)
+    )
     config = PipelineConfig(
+        redact_dead_letter=pii.redact_dead_letter if pii.redact_deadletters else None,
         max_event_bytes=settings.max_event_bytes,
         deadletter_max_value_bytes=settings.deadletter_max_value_bytes,
         dedupe_window=settings.dedupe_window,

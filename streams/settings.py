@@ -21,7 +21,13 @@ OnlineStoreKind = Literal["sqlite", "redis"]
 class Settings(BaseSettings):
     """Every knob of streamscore, with the default a fresh machine needs."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMSCORE_",
+        extra="forbid",
+        frozen=True,
+        # A model-level error would otherwise print every input, secrets included.
+        hide_input_in_errors=True,
+    )
 
     home: Path = Path(".streamscore")
     """Working directory of the local stack: pids, logs, broker data, registry."""

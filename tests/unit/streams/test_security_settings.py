@@ -66,6 +66,19 @@ def test_secret_and_its_file_together_are_refused(tmp_path: Path) -> None:
     assert SECRET not in str(exc.value)
 
 
+def test_settings_errors_never_print_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSCORE_SASL_PASSWORD", "pw1")  # short: no truncation hides it
+    monkeypatch.setenv("STREAMSCORE_REDIS_PASSWORD", "pw2")
+    monkeypatch.setenv("STREAMSCORE_TYPO_SETTING", "1")  # a model-level error
+    with pytest.raises(ValidationError, match="STREAMSCORE_TYPO_SETTING") as exc:
+        Settings()
+    assert "pw1" not in str(exc.value) and "pw2" not in str(exc.value)
+    monkeypatch.delenv("STREAMSCORE_TYPO_SETTING")
+    with pytest.raises(ValidationError, match="partitions") as exc:
+        Settings(partitions=0)
+    assert "pw1" not in str(exc.value)
+
+
 def test_unreadable_secret_file_names_the_path_only(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="redis_password_file .*missing") as exc:
         Settings(redis_password_file=tmp_path / "missing")

@@ -174,8 +174,7 @@ async def test_workers_and_cli_run_over_sasl_ssl(
         {k: v for k, v in env.items() if k.startswith("STREAMSCORE_")}
     )
 
-    worker_factory(scoring)
-    worker_factory(feedback, role="feedback")
+    workers = worker_factory(scoring).workers + worker_factory(feedback, role="feedback").workers
 
     produced = cli(settings, "produce", "--n", "120", "--labels", "--seed", "11")
     assert produced.returncode == 0, produced.stderr
@@ -209,6 +208,13 @@ async def test_workers_and_cli_run_over_sasl_ssl(
     finally:
         await consumer.stop()
     assert joined >= 100
+
+    # No password in the workers' logs or in `status --json`.
+    status = cli(settings, "status", "--json")
+    outputs = [status.stdout, status.stderr]
+    outputs += [await asyncio.to_thread(Path(w["log"]).read_text) for w in workers]
+    for password in secure_broker.passwords.values():
+        assert not any(password in text for text in outputs)
 
     # The authorizer is on: what the table does not list is refused.
     with pytest.raises(TopicAuthorizationFailedError):

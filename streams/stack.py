@@ -162,6 +162,22 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def recorded_env(settings: Settings) -> dict[str, str]:
+    """The ``STREAMSCORE_*`` settings ``up`` records in stack.json: never a secret, even
+    one the caller's environment holds (``*_FILE`` paths are kept)."""
+    secrets = {
+        f"STREAMSCORE_{name.upper()}"
+        for name in type(settings).model_fields
+        if isinstance(getattr(settings, name), SecretStr)
+        or type(settings).model_fields[name].annotation == SecretStr | None
+    }
+    return {
+        k: v
+        for k, v in child_env(settings).items()
+        if k.startswith("STREAMSCORE_") and k not in secrets
+    }
+
+
 def _deploy_env(state: StackState) -> dict[str, str]:
     """Environment of the deploy/ scripts: the settings ``up`` recorded, in their names."""
     return dict(os.environ, **state.env, REDIS_PORT=state.env["STREAMSCORE_REDIS_PORT"])
@@ -261,7 +277,7 @@ def up(
         state = StackState(settings.broker, settings.bootstrap_servers, settings.online_store)
     state.bootstrap_servers = settings.bootstrap_servers
     state.online_store = settings.online_store
-    state.env = {k: v for k, v in child_env(settings).items() if k.startswith("STREAMSCORE_")}
+    state.env = recorded_env(settings)
     try:
         start_broker(settings, state)
         state.save(path)

@@ -53,6 +53,20 @@ def test_secrets_come_from_files_and_never_show(tmp_path: Path) -> None:
     assert env["STREAMSCORE_SASL_PASSWORD_FILE"] == str(tmp_path / "kafka")
 
 
+def test_stack_json_never_records_a_secret_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMSCORE_SASL_PASSWORD", SECRET)
+    monkeypatch.setenv("STREAMSCORE_REDIS_PASSWORD", SECRET)
+    monkeypatch.setenv("STREAMSCORE_PII_HMAC_KEY_FILE", str(_secret_file(tmp_path)))
+    settings = Settings(home=tmp_path)
+    recorded = stack.recorded_env(settings)
+    assert SECRET not in json.dumps(recorded)
+    assert recorded["STREAMSCORE_PII_HMAC_KEY_FILE"] == str(tmp_path / "password")
+    # The workers still get the value: they inherit the caller's environment.
+    assert stack.child_env(settings)["STREAMSCORE_SASL_PASSWORD"] == SECRET
+
+
 def test_secret_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMSCORE_SASL_PASSWORD_FILE", str(_secret_file(tmp_path)))
     settings = Settings(home=tmp_path)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -66,15 +66,20 @@ class OnlineStoreConfig:
     """Which online store serves features; everything else comes from feature_store.yaml.
 
     ``sqlite_path`` None keeps the YAML's path (relative to the repo).
-    ``redis_url`` is a URL such as ``redis://:secret@127.0.0.1:6379/0``
-    (``rediss://`` for TLS). ``connect_timeout_s`` bounds how long a dead Redis
-    can block a lookup before ``FeatureStoreUnavailable`` is raised.
+    ``redis_url`` is a URL such as ``redis://127.0.0.1:6379/0`` (``rediss://`` for TLS);
+    ``username``/``password`` are the Redis ACL user (AUTH), ``ssl_ca_certs`` the CA
+    that signs a TLS Redis's certificate. ``connect_timeout_s`` bounds how long a dead
+    Redis can block a lookup before ``FeatureStoreUnavailable`` is raised.
     """
 
     kind: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: Path | None = None
     redis_url: str | None = None
     connect_timeout_s: float = 2.0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_ca_certs: Path | None = None
+    ssl_check_hostname: bool = True
 
     def __post_init__(self) -> None:
         if self.kind == "redis" and not self.redis_url:
@@ -86,36 +91,54 @@ class OnlineStoreConfig:
         """A log-safe name of the store (no password)."""
         if self.kind == "redis":
             parts = urlsplit(self.redis_url or "")
-            return f"redis://{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
+            return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
         return f"sqlite:{self.sqlite_path or '<repo default>'}"
 
 
-def redis_connection_string(redis_url: str, timeout_s: float = 2.0) -> str:
-    """Turn ``redis://[user:pass@]host[:port][/db]`` into Feast's ``host:port,db=N,...``."""
+def redis_connection_string(
+    redis_url: str,
+    timeout_s: float = 2.0,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ssl_ca_certs: Path | None = None,
+    ssl_check_hostname: bool = True,
+) -> str:
+    """Turn ``redis[s]://[user:pass@]host[:port][/db]`` into Feast's ``host:port,db=N,...``.
+
+    ``username``/``password`` (the settings' Redis ACL user) win over any in the URL;
+    ``rediss://`` turns TLS on, checked against ``ssl_ca_certs`` (default: the system's).
+    """
     parts = urlsplit(redis_url)
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"redis_url must start with redis:// or rediss://, got {redis_url!r}")
+        # Not the URL itself: it may carry a password.
+        raise ValueError(f"redis_url must start with redis:// or rediss://, not {parts.scheme}://")
     if not parts.hostname:
-        raise ValueError(f"redis_url has no host: {redis_url!r}")
+        raise ValueError("redis_url has no host")
     db_text = parts.path.lstrip("/") or "0"
     if not db_text.isdigit():
         raise ValueError(f"redis_url database must be a number, got {db_text!r}")
+    username = username or (unquote(parts.username) if parts.username else None)
+    password = password or (unquote(parts.password) if parts.password else None)
     # Feast splits the string on ',' and '=': such characters cannot be passed through.
-    for secret in (parts.username, parts.password):
-        if secret and ("," in unquote(secret) or "=" in unquote(secret)):
-            raise ValueError("redis credentials must not contain ',' or '='")
+    for value in (username, password, str(ssl_ca_certs or "")):
+        if value and ("," in value or "=" in value):
+            raise ValueError("redis credentials and CA path must not contain ',' or '='")
     fields = [
         f"{parts.hostname}:{parts.port or 6379}",
         f"db={int(db_text)}",
         f"socket_connect_timeout={timeout_s}",
         f"socket_timeout={timeout_s}",
     ]
-    if parts.username:
-        fields.append(f"username={unquote(parts.username)}")
-    if parts.password:
-        fields.append(f"password={unquote(parts.password)}")
+    if username:
+        fields.append(f"username={username}")
+    if password:
+        fields.append(f"password={password}")
     if parts.scheme == "rediss":
         fields.append("ssl=true")
+        fields.append(f"ssl_check_hostname={'true' if ssl_check_hostname else 'false'}")
+        if ssl_ca_certs is not None:
+            fields.append(f"ssl_ca_certs={ssl_ca_certs}")
     return ",".join(fields)
 
 
@@ -125,7 +148,12 @@ def _online_store_section(online: OnlineStoreConfig, yaml_section: Any) -> dict[
         return {
             "type": "redis",
             "connection_string": redis_connection_string(
-                online.redis_url, online.connect_timeout_s
+                online.redis_url,
+                online.connect_timeout_s,
+                username=online.username,
+                password=online.password,
+                ssl_ca_certs=online.ssl_ca_certs,
+                ssl_check_hostname=online.ssl_check_hostname,
             ),
         }
     section: dict[str, Any] = {"type": "sqlite"}
@@ -292,6 +320,7 @@ def materialize(store: FeatureStore, end: datetime, start: datetime | None = Non
 def describe_store(store: FeatureStore) -> str:
     online = store.config.online_store
     if getattr(online, "type", "") == "redis":
+        # Only the host: the rest of the connection string may hold the password.
         host = str(getattr(online, "connection_string", "")).split(",", 1)[0]
         return f"redis://{host}"
     return f"sqlite:{getattr(online, 'path', '?')}"

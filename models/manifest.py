@@ -136,6 +136,16 @@ class HistoryEntry(_Strict):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+class SignatureRecord(_Strict):
+    """Who signed which files of a version, with which key (models/signing.py)."""
+
+    signer: str
+    key_id: str = Field(description="sha256 of the signing key's DER public key")
+    signed_at: datetime
+    files: list[str]
+    method: str
+
+
 class ModelCard(_Strict):
     """The human part of the model card; the rest comes from the manifest's fields."""
 
@@ -175,6 +185,12 @@ class ModelManifest(_Strict):
     )
     card: ModelCard = Field(default_factory=ModelCard)
     history: list[HistoryEntry] = Field(default_factory=list)
+    signature: SignatureRecord | None = None
+    pii_fields: list[str] = Field(
+        default_factory=list,
+        description="event fields this use case holds as personal data (beyond the "
+        "settings' STREAMSCORE_PII_FIELDS): kept out of logs, signals and metric labels",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelManifest:

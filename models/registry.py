@@ -3,7 +3,10 @@
 In: ONNX models (a path or bytes) plus their manifest fields. Out: versioned
 folders ``<root>/<name>/<version>/model.onnx`` + ``manifest.json`` and a
 ``<root>/<name>/state.json`` naming the champion; loaded models that were
-hash-checked against their manifest (a mismatch is refused, loudly).
+hash-checked against their manifest (a mismatch is refused, loudly). With a
+:class:`~models.signing.ModelSigner` each version is signed at registration, and with a
+:class:`~models.signing.ModelTrust` every load verifies the signature (and that the
+manifest still says what was signed); an unsigned or untrusted model is refused.
 
 Versions are integers assigned in order ("1", "2", ...). A version folder is
 claimed with an exclusive ``mkdir`` and files are written to temporary names
@@ -24,9 +27,17 @@ from typing import Any
 import onnx
 
 from models.errors import ModelError, ModelIntegrityError, ModelNotFound, ModelSignatureError
-from models.manifest import Decision, HistoryEntry, Lineage, ModelInput, ModelManifest
+from models.manifest import (
+    Decision,
+    HistoryEntry,
+    Lineage,
+    ModelInput,
+    ModelManifest,
+    SignatureRecord,
+)
 from models.rollout import RolloutState
 from models.scoring import LoadedModel, OnnxScorer
+from models.signing import ModelSigner, ModelTrust
 
 __all__ = ["ModelRegistry", "sha256_bytes"]
 
@@ -60,8 +71,12 @@ def _check_name(kind: str, value: str) -> None:
 class ModelRegistry:
     """Models under ``root``; one folder per name, one sub-folder per version."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, signer: ModelSigner | None = None, trust: ModelTrust | None = None
+    ) -> None:
         self.root = Path(root)
+        self.signer = signer
+        self.trust = trust or ModelTrust()
 
     def __repr__(self) -> str:
         return f"ModelRegistry({str(self.root)!r})"
@@ -178,6 +193,8 @@ class ModelRegistry:
         actual = sha256_bytes(data)
         if actual != manifest.sha256:
             raise ModelIntegrityError(name, version, manifest.sha256, actual)
+        if self.trust.enabled:
+            self.trust.verify(name, version, path.parent, manifest.model_dump(mode="json"))
         try:
             onnx.checker.check_model(onnx.load_from_string(data))
         except Exception as exc:
@@ -244,6 +261,9 @@ class ModelRegistry:
         version_dir = self._claim_next_version(folder)
         manifest = draft.model_copy(update={"version": version_dir.name})
         _atomic_write(version_dir / MODEL_FILE, data)
+        if self.signer is not None:
+            record = self.signer.sign(version_dir, manifest.model_dump(mode="json"))
+            manifest = manifest.model_copy(update={"signature": SignatureRecord(**record)})
         # manifest.json last: a version counts as registered once it exists.
         _atomic_write(version_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
         if self._state(name).get("champion") is None:

@@ -38,7 +38,7 @@ from streams.errors import PipelineError
 from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
 from streams.monitoring.monitor import register_lag_monitor
 from streams.monitoring.signals import encode_signal
-from streams.pipeline import Inbound, Outbound, ScoringPipeline, dead_letter
+from streams.pipeline import Inbound, Outbound, ScoringPipeline
 from streams.publish import PublishWindow, faust_send, send_best_effort
 from streams.settings import Settings
 
@@ -74,10 +74,11 @@ async def score_batch(pipeline: ScoringPipeline, batch: Sequence[Inbound]) -> li
         return await pipeline.process(batch)
     except Exception as exc:
         log.exception("the pipeline raised on a batch of %d; dead-lettering it", len(batch))
-        error = UnexpectedError(f"{type(exc).__name__}: {exc}")
+        # The class only: an exception's text may quote event values (personal data);
+        # the log above keeps the details for the operator.
+        error = UnexpectedError(type(exc).__name__)
         metrics.DEADLETTERS.labels(error.stage).inc(len(batch))
-        limit = pipeline.config.deadletter_max_value_bytes
-        return [dead_letter(record, error, limit) for record in batch]
+        return [pipeline.dead_letter(record, error) for record in batch]
 
 
 def build_app(

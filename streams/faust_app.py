@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,28 +17,23 @@ import faust
 from faust.types import TopicT
 
 from streams import faust_fixes, metrics
+from streams.kafka import KafkaSecurity, kafka_security
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def credentials(settings: Settings) -> Any:
-    """Faust credentials for an external cluster, or None for plaintext."""
-    context = None
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+def faust_credentials(security: KafkaSecurity) -> Any:
+    """The Faust adapter of :func:`streams.kafka.kafka_security` (None: plaintext)."""
+    if security.sasl_mechanism is not None:
         return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=password,
-            ssl_context=context,
-            mechanism=settings.sasl_mechanism,
+            username=security.username,
+            password=security.password.get_secret_value() if security.password else "",
+            ssl_context=security.ssl_context,  # None: SASL_PLAINTEXT, if explicitly allowed
+            mechanism=security.sasl_mechanism,
         )
-    if context is not None:
-        return faust.SSLCredentials(context)
+    if security.ssl_context is not None:
+        return faust.SSLCredentials(security.ssl_context)
     return None
 
 
@@ -49,7 +43,7 @@ def make_app(settings: Settings, app_id: str) -> faust.App:
     return faust.App(
         app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        broker_credentials=credentials(settings),
+        broker_credentials=faust_credentials(kafka_security(settings)),
         store="memory://",
         autodiscover=False,
         web_enabled=False,

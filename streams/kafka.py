@@ -2,23 +2,35 @@
 produce and read records. The scoring path itself runs in Faust (:mod:`streams.app`).
 
 In: :class:`Settings`. Out: aiokafka clients configured for the cluster (plaintext,
-SASL or TLS), topics that exist, or a :class:`BrokerUnavailable` that says which
-address did not answer.
+SASL or TLS, from the one mapping :func:`kafka_security`), topics that exist, or a
+:class:`BrokerUnavailable` that says which address did not answer, or a
+:class:`KafkaSecurityError` that says which security setting the cluster refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.structs import RecordMetadata
+from pydantic import SecretStr
 
 from streams.settings import Settings
 
@@ -33,27 +45,154 @@ class BrokerUnavailable(RuntimeError):
         )
 
 
-def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Connection settings shared by every aiokafka client we create."""
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = ssl.create_default_context(
+class KafkaSecurityError(BrokerUnavailable):
+    """The cluster refused us, or our security settings cannot work: waiting will not help.
+
+    The message says which setting to look at; it never carries a secret. A kind of
+    :class:`BrokerUnavailable`, so every caller that reports that reports this too.
+    """
+
+    def __init__(self, message: str) -> None:
+        RuntimeError.__init__(self, message)
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client of streamscore connects: the one mapping from settings,
+    adapted for aiokafka (:func:`aiokafka_security`) and Faust
+    (:func:`streams.faust_app.faust_credentials`)."""
+
+    protocol: str
+    ssl_context: ssl.SSLContext | None
+    sasl_mechanism: str | None
+    username: str | None
+    password: SecretStr | None = field(repr=False)
+
+
+def kafka_security(settings: Settings) -> KafkaSecurity:
+    """Check the security settings and build the TLS context once; fail with the setting."""
+    protocol = settings.security_protocol
+    sasl = protocol.startswith("SASL")
+    if protocol == "SASL_PLAINTEXT" and not settings.sasl_allow_plaintext:
+        raise KafkaSecurityError(
+            "STREAMSCORE_SECURITY_PROTOCOL=SASL_PLAINTEXT sends SASL credentials without TLS; "
+            "use SASL_SSL, or set STREAMSCORE_SASL_ALLOW_PLAINTEXT=true on a trusted network"
+        )
+    if sasl and (not settings.sasl_username or settings.sasl_password is None):
+        raise KafkaSecurityError(
+            f"STREAMSCORE_SECURITY_PROTOCOL={protocol} needs STREAMSCORE_SASL_USERNAME and "
+            "STREAMSCORE_SASL_PASSWORD (or STREAMSCORE_SASL_PASSWORD_FILE)"
+        )
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        if settings.ssl_cafile is not None and not settings.ssl_cafile.is_file():
+            raise KafkaSecurityError(f"STREAMSCORE_SSL_CAFILE {settings.ssl_cafile} is not a file")
+        context = ssl.create_default_context(
             cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
         )
-    if settings.security_protocol.startswith("SASL"):
-        kwargs["sasl_mechanism"] = settings.sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.sasl_username
+        context.check_hostname = settings.ssl_check_hostname
+    return KafkaSecurity(
+        protocol=protocol,
+        ssl_context=context,
+        sasl_mechanism=settings.sasl_mechanism if sasl else None,
+        username=settings.sasl_username if sasl else None,
+        password=settings.sasl_password if sasl else None,
+    )
+
+
+def aiokafka_security(security: KafkaSecurity) -> dict[str, Any]:
+    """The aiokafka adapter of :func:`kafka_security`."""
+    kwargs: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.ssl_context is not None:
+        kwargs["ssl_context"] = security.ssl_context
+    if security.sasl_mechanism is not None:
+        kwargs["sasl_mechanism"] = security.sasl_mechanism
+        kwargs["sasl_plain_username"] = security.username
         kwargs["sasl_plain_password"] = (
-            settings.sasl_password.get_secret_value() if settings.sasl_password else None
+            security.password.get_secret_value() if security.password else None
         )
     return kwargs
 
 
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection settings shared by every aiokafka client we create."""
+    return {"bootstrap_servers": settings.bootstrap_servers} | aiokafka_security(
+        kafka_security(settings)
+    )
+
+
+def _refusal(settings: Settings, exc: BaseException) -> KafkaSecurityError | None:
+    """A connection error that waiting cannot cure, as a message that names the setting."""
+    where = settings.bootstrap_servers
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return KafkaSecurityError(
+            f"the TLS certificate of the broker at {where} is not trusted "
+            f"({exc.verify_message}); set STREAMSCORE_SSL_CAFILE to the CA that signed it"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return KafkaSecurityError(
+            f"TLS with the broker at {where} failed ({exc.reason}); is "
+            f"STREAMSCORE_SECURITY_PROTOCOL={settings.security_protocol} what its listener speaks?"
+        )
+    if isinstance(exc, SaslAuthenticationFailed | AuthenticationFailedError):
+        return KafkaSecurityError(
+            f"the broker at {where} refused SASL {settings.sasl_mechanism} authentication of "
+            f"user {settings.sasl_username!r}: check STREAMSCORE_SASL_USERNAME and the password"
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError | IllegalSaslStateError):
+        return KafkaSecurityError(
+            f"the broker at {where} does not accept SASL {settings.sasl_mechanism} on this "
+            f"listener: check STREAMSCORE_SASL_MECHANISM and STREAMSCORE_SECURITY_PROTOCOL"
+        )
+    return None
+
+
+async def _diagnose(settings: Settings) -> KafkaSecurityError | None:
+    """Why the first bootstrap address refused us, if it was security.
+
+    aiokafka's bootstrap reports every failure as "Unable to bootstrap" and only logs
+    the cause; one direct connection with the same settings raises the cause itself.
+    """
+    host, _, port = settings.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    try:
+        conn = await create_conn(
+            host.strip("[]"),
+            int(port),
+            request_timeout_ms=5000,
+            **aiokafka_security(kafka_security(settings)),
+        )
+    except (KafkaError, OSError, ValueError) as exc:
+        return _refusal(settings, exc)
+    conn.close()
+    return None
+
+
+def _speaks_tls(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """Does the first bootstrap address complete a TLS handshake (certificate unchecked)?
+
+    Asked only when a plaintext client was cut off: a TLS listener closes a connection
+    whose first bytes are a Kafka request, which otherwise looks like a broker still
+    starting.
+    """
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                return tls.version() is not None
+    except (OSError, ValueError):
+        return False
+
+
 async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
-    """Return once the cluster answers a metadata request; fail fast with the address."""
+    """Return once the cluster answers a metadata request; fail fast with the address.
+
+    Security refusals (an untrusted certificate, a wrong password, plaintext spoken to a
+    TLS listener) raise :class:`KafkaSecurityError` at once instead of waiting.
+    """
+    kafka_security(settings)  # bad settings fail before any connection
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
     # aiokafka logs every refused connection at ERROR; while we wait that is expected.
@@ -72,6 +211,7 @@ async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
 
 async def _poll_metadata(settings: Settings, deadline: float) -> None:
     last: BaseException | None = None
+    plaintext = settings.security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT")
     while time.monotonic() < deadline:
         admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=5000)
         try:
@@ -80,6 +220,17 @@ async def _poll_metadata(settings: Settings, deadline: float) -> None:
             return
         except (KafkaError, OSError) as exc:
             last = exc
+            refusal = _refusal(settings, exc) or await _diagnose(settings)
+            if refusal is not None:
+                raise refusal from None
+            # A refused TCP connection is a broker not up yet; anything else on a
+            # plaintext client may be a TLS listener cutting it off.
+            if plaintext and await asyncio.to_thread(_speaks_tls, settings.bootstrap_servers):
+                raise KafkaSecurityError(
+                    f"the broker at {settings.bootstrap_servers} speaks TLS but "
+                    f"STREAMSCORE_SECURITY_PROTOCOL={settings.security_protocol}: "
+                    "use SSL or SASL_SSL (and STREAMSCORE_SSL_CAFILE)"
+                ) from None
         finally:
             await admin.close()
         await asyncio.sleep(0.5)

@@ -21,11 +21,12 @@ from models.manifest import HistoryEntry, ModelManifest
 from models.registry import ModelRegistry
 from models.rollout import Action, RolloutRefused, apply_command, quality_gate, version_states
 from streams.control import publish_state, wait_for_acks
+from streams.registry import open_registry
 from streams.settings import Settings
 
 
 def registry_of(settings: Settings) -> ModelRegistry:
-    return ModelRegistry(settings.registry_path)
+    return open_registry(settings)
 
 
 def list_models(settings: Settings, name: str | None = None) -> list[dict[str, Any]]:

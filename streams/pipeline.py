@@ -25,7 +25,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -145,6 +145,8 @@ class PipelineConfig:
     # Event fields copied into each prediction record's ``slices``: what the feedback
     # worker slices online quality by, without reading ``events`` a second time.
     slice_fields: tuple[str, ...] = ()
+    # The PII policy's dead-letter redaction (streams.pii), when the operator turned it on.
+    redact_dead_letter: Callable[[Outbound], Outbound] | None = None
 
 
 def _rfc3339(ts: datetime) -> str:
@@ -199,8 +201,12 @@ class ScoringPipeline:
         old, self._routing = self._routing, routing
         return old
 
-    def _dead_letter(self, record: Inbound, error: PipelineError) -> Outbound:
-        return dead_letter(record, error, self.config.deadletter_max_value_bytes)
+    def dead_letter(self, record: Inbound, error: PipelineError) -> Outbound:
+        """The dead letter of ``record``, redacted when the PII policy says so."""
+        letter = dead_letter(record, error, self.config.deadletter_max_value_bytes)
+        if self.config.redact_dead_letter is not None:
+            return self.config.redact_dead_letter(letter)
+        return letter
 
     def _validate(self, manifest: ModelManifest, record: Inbound) -> dict[str, Any]:
         obj = decode_event(record.value, self.config.max_event_bytes)
@@ -225,7 +231,7 @@ class ScoringPipeline:
                 if not self._seen.add(event["event_id"]):
                     raise DuplicateEvent(event["event_id"])
             except PipelineError as exc:
-                out[i] = self._dead_letter(record, exc)
+                out[i] = self.dead_letter(record, exc)
                 continue
             valid_idx.append(i)
             valid_events.append(event)
@@ -240,12 +246,12 @@ class ScoringPipeline:
             except PipelineError as exc:
                 for i, event in zip(valid_idx, valid_events, strict=True):
                     self._seen.forget(event["event_id"])
-                    out[i] = self._dead_letter(batch[i], exc)
+                    out[i] = self.dead_letter(batch[i], exc)
             else:
                 for i, event, prediction in zip(valid_idx, valid_events, scored, strict=True):
                     if isinstance(prediction, PipelineError):
                         self._seen.forget(event["event_id"])
-                        out[i] = self._dead_letter(batch[i], prediction)
+                        out[i] = self.dead_letter(batch[i], prediction)
                     else:
                         out[i] = self._prediction(batch[i], prediction, tally)
                 for i, prediction in shadow:

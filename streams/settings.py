@@ -21,7 +21,13 @@ OnlineStoreKind = Literal["sqlite", "redis"]
 class Settings(BaseSettings):
     """Every knob of streamscore, with the default a fresh machine needs."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMSCORE_",
+        extra="forbid",
+        frozen=True,
+        # A model-level error would otherwise print every input, secrets included.
+        hide_input_in_errors=True,
+    )
 
     home: Path = Path(".streamscore")
     """Working directory of the local stack: pids, logs, broker data, registry."""
@@ -238,6 +244,106 @@ class Settings(BaseSettings):
 
     feature_cache_max_entities: int = Field(default=100_000, ge=1)
     """Entities (per feature view) kept in the worker's feature cache; oldest evicted."""
+
+    # --- security (issue 11): credentials from env or files, TLS, SASL, Redis AUTH ---
+
+    sasl_password_file: Path | None = None
+    """File holding the SASL password (a mounted secret); instead of ``sasl_password``."""
+
+    sasl_allow_plaintext: bool = False
+    """SASL_PLAINTEXT sends credentials (PLAIN) or their proofs (SCRAM) without TLS, so it
+    is refused unless this says the network is trusted."""
+
+    ssl_check_hostname: bool = True
+    """Check that the broker's (and a TLS Redis's) certificate names the host connected to."""
+
+    redis_username: str | None = None
+    """Redis ACL user of the online store (Redis 6+ ``AUTH user password``)."""
+
+    redis_password: SecretStr | None = None
+    """Redis password; never logged. A password written in ``redis_url`` is moved here."""
+
+    redis_password_file: Path | None = None
+    """File holding the Redis password; instead of ``redis_password``."""
+
+    redis_ssl_cafile: Path | None = None
+    """CA bundle that signs a TLS Redis's certificate (``rediss://`` URLs)."""
+
+    model_signing_key_file: Path | None = None
+    """Elliptic-curve private key (PEM, unencrypted; mount it as a secret) that signs each
+    version ``train`` and ``models register`` add to the registry (OpenSSF model-signing).
+    Unset: versions are registered unsigned."""
+
+    model_signer: str = "streamscore"
+    """Who signs (a person, a CI job): recorded in the manifest's ``signature``."""
+
+    model_trusted_keys: str = ""
+    """Comma-separated public-key files (PEM). When set, every load (worker start-up,
+    every rollout through ``control``) verifies the version's signature with one of them
+    and refuses an unsigned, altered or re-described model; a running worker keeps
+    serving what it had. Unset: only the manifest's sha256 is checked."""
+
+    pii_fields: str = "user_id"
+    """Comma-separated event fields that are personal data (plus any a model's manifest
+    marks in ``pii_fields``): never a metric label, signal slice or log value; a keyed
+    pseudonym stands in where an identifier is needed. A prediction's ``entity`` is exempt
+    by contract (README, Security)."""
+
+    pii_hmac_key: SecretStr | None = None
+    """Secret key of the pseudonyms (HMAC-SHA256); the same on every worker, so a
+    pseudonym names one person everywhere. Unset: a random key per process."""
+
+    pii_hmac_key_file: Path | None = None
+    """File holding ``pii_hmac_key``."""
+
+    deadletter_redact_value: bool = False
+    """Dead letters without personal data: the value is withheld (``original.redacted``,
+    ``original.size``, keyed ``original.hmac``) and the key pseudonymised. Off by
+    default: a dead letter is the original bytes so that it can be fixed and replayed."""
+
+    @property
+    def pii_field_names(self) -> list[str]:
+        return [f.strip() for f in self.pii_fields.split(",") if f.strip()]
+
+    @property
+    def trusted_key_paths(self) -> list[Path]:
+        return [Path(p.strip()) for p in self.model_trusted_keys.split(",") if p.strip()]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``<secret>_file`` names a file holding the secret (Docker/Kubernetes secrets);
+        a password written into ``redis_url`` is moved out of it, so no URL carries one."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for secret in ("sasl_password", "redis_password", "pii_hmac_key"):
+            path = data.get(f"{secret}_file")
+            if path in (None, ""):
+                continue
+            if data.get(secret) not in (None, ""):
+                raise ValueError(f"set {secret} or {secret}_file, not both")
+            try:
+                data[secret] = Path(path).read_text().rstrip("\r\n")
+            except OSError as exc:
+                # The path is not secret; the file's content never reaches a message.
+                raise ValueError(f"{secret}_file {path} cannot be read: {exc.strerror}") from None
+        url = data.get("redis_url")
+        if isinstance(url, str) and "@" in url:
+            from urllib.parse import unquote, urlsplit, urlunsplit
+
+            parts = urlsplit(url)
+            if parts.password is not None:
+                if data.get("redis_password") not in (None, ""):
+                    raise ValueError("a password in redis_url and redis_password: set one")
+                data["redis_password"] = unquote(parts.password)
+            if parts.username and not data.get("redis_username"):
+                data["redis_username"] = unquote(parts.username)
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc += f":{parts.port}"
+            data["redis_url"] = urlunsplit(parts._replace(netloc=netloc))
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from streams.broker.kafka import LocalKafka
 from streams.kafka import wait_for_broker
 from streams.settings import Settings
@@ -146,8 +148,10 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment of the processes we start: ours, plus every setting made explicit."""
     env = dict(os.environ)
     for name, value in settings.model_dump(mode="json", exclude_none=True).items():
-        if name == "sasl_password":
-            continue  # stays in the caller's environment, never written to stack.json
+        if isinstance(getattr(settings, name), SecretStr):
+            # Secrets stay in the caller's environment (or their *_FILE), never in
+            # stack.json; a child reads them from there, as the parent did.
+            continue
         # pydantic-settings parses list/dict fields from env as JSON
         env[f"STREAMSCORE_{name.upper()}"] = (
             json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -156,6 +160,22 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["STREAMSCORE_FEATURE_REPO"] = str(settings.feature_repo.resolve())
     env["STREAMSCORE_REGISTRY_ROOT"] = str(settings.registry_path.resolve())
     return env
+
+
+def recorded_env(settings: Settings) -> dict[str, str]:
+    """The ``STREAMSCORE_*`` settings ``up`` records in stack.json: never a secret, even
+    one the caller's environment holds (``*_FILE`` paths are kept)."""
+    secrets = {
+        f"STREAMSCORE_{name.upper()}"
+        for name in type(settings).model_fields
+        if isinstance(getattr(settings, name), SecretStr)
+        or type(settings).model_fields[name].annotation == SecretStr | None
+    }
+    return {
+        k: v
+        for k, v in child_env(settings).items()
+        if k.startswith("STREAMSCORE_") and k not in secrets
+    }
 
 
 def _deploy_env(state: StackState) -> dict[str, str]:
@@ -229,12 +249,12 @@ def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) ->
 
 def bootstrap(settings: Settings) -> None:
     """Apply the feature repo, materialize, and train + register the example model if needed."""
-    from models.registry import ModelRegistry
     from models.training import bootstrap_example
+    from streams.registry import open_registry
     from streams.worker import online_store_config
 
     manifest = bootstrap_example(
-        settings.feature_repo, online_store_config(settings), ModelRegistry(settings.registry_path)
+        settings.feature_repo, online_store_config(settings), open_registry(settings)
     )
     if manifest is not None:
         log.info("registered %s v%s %s", manifest.name, manifest.version, manifest.metrics)
@@ -257,7 +277,7 @@ def up(
         state = StackState(settings.broker, settings.bootstrap_servers, settings.online_store)
     state.bootstrap_servers = settings.bootstrap_servers
     state.online_store = settings.online_store
-    state.env = {k: v for k, v in child_env(settings).items() if k.startswith("STREAMSCORE_")}
+    state.env = recorded_env(settings)
     try:
         start_broker(settings, state)
         state.save(path)

@@ -18,8 +18,8 @@ from pathlib import Path
 import faust
 
 from features.online import FeastOnlineSource
-from features.store import OnlineStoreConfig, open_store
-from models.registry import LoadedModel, ModelNotFound, ModelRegistry
+from features.store import open_store
+from models.registry import LoadedModel, ModelNotFound
 from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
 from streams import metrics
@@ -27,20 +27,17 @@ from streams.app import build_app
 from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
+from streams.online_store import online_store_config
+from streams.pii import PiiPolicy
 from streams.pipeline import PipelineConfig, ScoringPipeline
+from streams.registry import open_registry
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def online_store_config(settings: Settings) -> OnlineStoreConfig:
-    if settings.online_store == "redis":
-        return OnlineStoreConfig(kind="redis", redis_url=settings.redis_url)
-    return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
-
-
 def load_champion(settings: Settings) -> LoadedModel:
-    registry = ModelRegistry(settings.registry_path)
+    registry = open_registry(settings)
     version = registry.champion(settings.model_name)
     if version is None:
         raise ModelNotFound(settings.model_name, "champion")
@@ -53,7 +50,7 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
 
 def initial_routing(settings: Settings) -> RoutingTable:
     """What the registry records (champion, canary, shadow); control may override it."""
-    registry = ModelRegistry(settings.registry_path)
+    registry = open_registry(settings)
     state = registry.rollout(settings.model_name)
     if state is None:
         raise ModelNotFound(settings.model_name, "champion")
@@ -97,7 +94,12 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         len(model.manifest.inputs),
         len(refs),
     )
+    # Fails fast when a personal field is configured as a slice (labels, signals).
+    pii = PiiPolicy.from_settings(
+        settings, (f for served in routing.models() for f in served.manifest.pii_fields)
+    )
     config = PipelineConfig(
+        redact_dead_letter=pii.redact_dead_letter if pii.redact_deadletters else None,
         max_event_bytes=settings.max_event_bytes,
         deadletter_max_value_bytes=settings.deadletter_max_value_bytes,
         dedupe_window=settings.dedupe_window,
@@ -111,7 +113,7 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         monitor=ScoringMonitor(settings),
         served_features=settings.served_features_log,
     )
-    follower = ControlFollower(settings, pipeline, ModelRegistry(settings.registry_path))
+    follower = ControlFollower(settings, pipeline, open_registry(settings))
     # Before the first event: a restarted worker serves the current rollout at once.
     await follower.start()
     return pipeline, follower

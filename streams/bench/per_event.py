@@ -12,25 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.store import OnlineStoreConfig, open_store
+from features.store import open_store
 from models.assembly import assemble_inputs, entity_rows
-from models.registry import ModelNotFound, ModelRegistry
+from models.registry import ModelNotFound
+from streams.online_store import online_store_config
+from streams.registry import open_registry
 from streams.settings import Settings
-
-
-def online_store_config(settings: Settings) -> OnlineStoreConfig:
-    # The same choice as streams.worker.online_store_config, which imports Faust; the
-    # Quix environment has no Faust, so the four lines are repeated here.
-    if settings.online_store == "redis":
-        return OnlineStoreConfig(kind="redis", redis_url=settings.redis_url)
-    return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
 
 
 class PerEventScorer:
     """Feast lookup + ONNX Runtime for one event at a time (no batching, no cache)."""
 
     def __init__(self, settings: Settings) -> None:
-        registry = ModelRegistry(settings.registry_path)
+        registry = open_registry(settings)
         version = registry.champion(settings.model_name)
         if version is None:
             raise ModelNotFound(settings.model_name, "champion")

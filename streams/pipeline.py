@@ -204,6 +204,11 @@ class ScoringPipeline:
         self._signals: list[Signal] = []
         self._last_stamp: tuple[datetime, str, float] | None = None
 
+    def emit(self, signal: Signal) -> None:
+        """Queue a signal raised beside the pipeline (the online store's state) for the
+        agent to publish with the batch's own."""
+        self._signals.append(signal)
+
     def drain_signals(self) -> list[Signal]:
         """Drift/retrain signals of the windows closed since the last call (for ``signals``)."""
         signals, self._signals = self._signals, []
@@ -487,7 +492,8 @@ class ScoringPipeline:
                 break
             except FeatureStoreUnavailable as exc:
                 attempt += 1
-                if attempt > self.config.enrich_retries:
+                # Not retryable: the store's circuit is open, retrying only waits.
+                if not exc.retryable or attempt > self.config.enrich_retries:
                     raise EnrichFailed(f"online store unavailable: {exc}") from exc
                 log.warning("online store unavailable (attempt %d): %s", attempt, exc)
                 await asyncio.sleep(self.config.enrich_backoff_s * 2 ** (attempt - 1))

@@ -239,6 +239,23 @@ class Settings(BaseSettings):
     feature_cache_max_entities: int = Field(default=100_000, ge=1)
     """Entities (per feature view) kept in the worker's feature cache; oldest evicted."""
 
+    # --- reliability (issue 9): the online store's circuit breaker -----------------------
+
+    store_breaker_failures: int = Field(default=2, ge=1)
+    """Failed online-store lookups in a row that open the circuit: batches then get the
+    fallback policy's ``features_unavailable`` at once, the store is not asked."""
+
+    store_breaker_open_s: float = Field(default=3.0, gt=0)
+    """How long an open circuit stays open before one probe may close it."""
+
+    store_probe_every_s: float = Field(default=10.0, gt=0)
+    """How often a worker checks that its Redis online store still holds data (one
+    ``DBSIZE``); an empty store opens the circuit and, with ``store_rematerialize``, is
+    loaded again by the worker."""
+
+    store_rematerialize: bool = True
+    """Re-materialize an online store found empty (a Redis restarted without its data)."""
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_env(cls, data: Any) -> Any:

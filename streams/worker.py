@@ -27,6 +27,7 @@ from streams.app import build_app
 from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
+from streams.online_guard import guard_online_source
 from streams.pipeline import PipelineConfig, ScoringPipeline
 from streams.settings import Settings
 
@@ -104,9 +105,18 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         enrich_retries=settings.enrich_retries,
         slice_fields=tuple(settings.slice_fields),
     )
+    # Behind a circuit breaker: an outage answers features_unavailable at once, an empty
+    # store is re-materialized (streams/online_guard.py).
+    guarded = guard_online_source(
+        settings,
+        source,
+        store,
+        emit=lambda signal: pipeline.emit(signal),
+        model=(model.manifest.name, model.manifest.version),
+    )
     pipeline = ScoringPipeline(
         routing,
-        source,
+        guarded,
         config,
         monitor=ScoringMonitor(settings),
         served_features=settings.served_features_log,

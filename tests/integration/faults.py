@@ -1,13 +1,14 @@
 """Shared by the fault-matrix tests (``test_faults_*.py``): run a load, reconcile it by
 event id with the audit module, and record the row the chaos table prints.
 
-A row is appended as one JSON line to ``$STREAMSCORE_FAULT_REPORT`` when it is set
+A row is appended as one JSON line to ``$FAULT_REPORT`` when it is set
 (``make chaos`` sets it and prints the table with :func:`print_table`); the test
 asserts on the same figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -48,10 +49,21 @@ def demo_records(settings: Settings, n: int, seed: int) -> list[tuple[bytes, byt
 async def reconcile_all(
     settings: Settings, expected: int, timeout_s: float = 120
 ) -> tuple[AuditReport, list[TopicRecord], list[TopicRecord]]:
-    """Every event of the run against every prediction and dead letter, by id."""
+    """Every event of the run against every prediction and dead letter, by id: read again
+    until every event is accounted for (a count would stop early on duplicates) or time
+    runs out."""
+    deadline = time.monotonic() + timeout_s
     predictions, dead = await collect(settings, expected=expected, timeout_s=timeout_s)
-    events = await read_topic(settings, settings.topic("events"), idle_s=1)
-    return reconcile(events, predictions, dead), predictions, dead
+    while True:
+        events = await read_topic(settings, settings.topic("events"), idle_s=1)
+        report = reconcile(events, predictions, dead)
+        if (report.reconciled and report.events >= expected) or time.monotonic() > deadline:
+            return report, predictions, dead
+        await asyncio.sleep(2)
+        predictions, dead = await asyncio.gather(
+            read_topic(settings, settings.topic("predictions"), idle_s=1),
+            read_topic(settings, settings.topic("deadletter"), idle_s=1),
+        )
 
 
 def duplicates(predictions: list[TopicRecord]) -> int:
@@ -61,7 +73,7 @@ def duplicates(predictions: list[TopicRecord]) -> int:
 
 
 def record_row(row: FaultRow) -> FaultRow:
-    target = os.environ.get("STREAMSCORE_FAULT_REPORT")
+    target = os.environ.get("FAULT_REPORT")
     if target:
         with open(target, "a") as out:
             out.write(json.dumps(asdict(row)) + "\n")

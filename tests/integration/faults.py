@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 from features.fraud_data import demo_events, load_entities
@@ -85,6 +86,29 @@ def redis_service(action: str) -> None:
     """Stop or start the test Redis (deploy/redis.sh, with the port and home deploy/test.sh
     exported)."""
     subprocess.run(["bash", str(ROOT / "deploy/redis.sh"), action], check=True, timeout=60)
+
+
+def broker_service(action: str) -> None:
+    """Stop or start the test broker (the ports deploy/test.sh exported)."""
+    env = dict(
+        os.environ,
+        STREAMSCORE_KAFKA_PORT=os.environ["TEST_KAFKA_PORT"],
+        STREAMSCORE_KAFKA_CONTROLLER_PORT=os.environ["TEST_KAFKA_CONTROLLER_PORT"],
+    )
+    subprocess.run(
+        [sys.executable, "-m", "streams.broker", action], env=env, check=True, timeout=180
+    )
+
+
+def scored_at(record: TopicRecord) -> float:
+    stamp = decode(record.value or b"{}")["scored_at"]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def longest_pause(predictions: list[TopicRecord]) -> float:
+    """The longest time between two consecutive predictions: how long scoring stood still."""
+    times = sorted(scored_at(p) for p in predictions)
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
 def print_table(path: Path) -> str:

@@ -1,0 +1,147 @@
+"""Slow fault rows (marked ``chaos``: `make chaos` runs them, `make test` does not):
+the broker restarted under load, a rebalance 1 -> 2 -> 1 under load, and a model whose
+file is corrupted on the worker's disk. Each reconciled by event id against Apache Kafka.
+
+Recovery time here is the longest pause between two consecutive predictions while
+events flowed: how long scoring stood still because of the fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from models.registry import ModelRegistry
+from models.rollout import RolloutState
+from streams import stack
+from streams.cli import produce_records
+from streams.codec import decode
+from streams.control import publish_state, wait_for_acks
+from streams.settings import Settings
+from tests.integration.faults import (
+    FaultRow,
+    broker_service,
+    demo_records,
+    duplicates,
+    longest_pause,
+    reconcile_all,
+    record_row,
+)
+from tests.integration.test_rollout_kafka import private_registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+
+async def test_broker_restarted_under_load_recovers_by_itself(
+    settings_factory: Callable[..., Settings], worker_factory: Callable[..., stack.StackState]
+) -> None:
+    settings = settings_factory()
+    state = worker_factory(settings)
+    records = demo_records(settings, 4000, seed=51)
+    producing = asyncio.create_task(produce_records(settings, records, rate=200))
+    await asyncio.sleep(4)
+    started = time.monotonic()
+    await asyncio.to_thread(broker_service, "stop")
+    await asyncio.to_thread(broker_service, "start")
+    outage_s = time.monotonic() - started
+    await producing  # the producer rode the restart out by itself too
+
+    report, predictions, dead = await reconcile_all(settings, expected=len(records), timeout_s=180)
+    assert report.events == len(records)
+    assert report.reconciled, report.as_dict()
+    assert all(stack.worker_running(w) for w in state.workers), "the worker died"
+    record_row(
+        FaultRow(
+            "broker restarted under load",
+            report.events,
+            report.predictions,
+            report.deadletters,
+            duplicates(predictions),
+            len(report.missing),
+            round(longest_pause(predictions), 1),
+            note=f"broker stop+start took {outage_s:.1f} s",
+        )
+    )
+
+
+async def test_rebalance_one_two_one_under_load_loses_nothing(
+    settings_factory: Callable[..., Settings], worker_factory: Callable[..., stack.StackState]
+) -> None:
+    settings = settings_factory()
+    state = worker_factory(settings)
+    records = demo_records(settings, 5000, seed=53)
+    producing = asyncio.create_task(produce_records(settings, records, rate=250))
+    await asyncio.sleep(3)
+    stack.start_workers(settings, state, 2)  # 1 -> 2
+    await asyncio.to_thread(stack.wait_for_workers, settings, state, 120)
+    await asyncio.sleep(3)
+    await asyncio.to_thread(stack.stop_pid, state.workers[-1]["pid"])  # 2 -> 1
+    await producing
+
+    report, predictions, dead = await reconcile_all(settings, expected=len(records))
+    assert report.events == len(records)
+    assert report.reconciled, report.as_dict()
+    record_row(
+        FaultRow(
+            "rebalance 1 -> 2 -> 1 under load",
+            report.events,
+            report.predictions,
+            report.deadletters,
+            duplicates(predictions),
+            len(report.missing),
+            round(longest_pause(predictions), 1),
+        )
+    )
+
+
+async def test_a_corrupted_model_file_is_refused_and_the_worker_keeps_serving(
+    settings_factory: Callable[..., Settings],
+    worker_factory: Callable[..., stack.StackState],
+    prepared_repo: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    registry_root = private_registry(prepared_repo[1], tmp_path / "registry")
+    registry = ModelRegistry(registry_root)
+    onnx = registry.model_path("fraud", "2")
+    onnx.write_bytes(onnx.read_bytes()[:-64] + b"\0" * 64)  # bit rot on the worker's disk
+    settings = settings_factory(registry_root=registry_root)
+    worker_factory(settings)
+    records = demo_records(settings, 2000, seed=55)
+    producing = asyncio.create_task(produce_records(settings, records, rate=250))
+    await asyncio.sleep(2)
+    # As a promotion issued from a host whose copy of v2 is intact would arrive.
+    current = registry.rollout("fraud") or RolloutState(model="fraud", champion="1")
+    promoted = RolloutState(
+        model="fraud",
+        champion="2",
+        previous=[current.champion],
+        seq=current.seq + 1,
+        action="promote",
+        reason="fault test: corrupted file",
+    )
+    await publish_state(settings, promoted)
+    acks = await wait_for_acks(settings, "fraud", promoted.seq, workers=1, timeout_s=30)
+    await producing
+
+    assert [a["event"] for a in acks] == ["rollout_refused"], acks
+    assert "sha256" in str(acks[0]).lower() or "hash" in str(acks[0]).lower(), acks
+    report, predictions, dead = await reconcile_all(settings, expected=len(records))
+    assert report.reconciled, report.as_dict()
+    versions = {decode(p.value or b"{}")["version"] for p in predictions}
+    assert versions == {"1"}, "the refused version must never serve"
+    record_row(
+        FaultRow(
+            "model file corrupted on disk",
+            report.events,
+            report.predictions,
+            report.deadletters,
+            duplicates(predictions),
+            len(report.missing),
+            round(longest_pause(predictions), 1),
+            note="promotion refused (sha256), v1 kept serving",
+        )
+    )

@@ -256,6 +256,12 @@ class Settings(BaseSettings):
     store_rematerialize: bool = True
     """Re-materialize an online store found empty (a Redis restarted without its data)."""
 
+    log_repeat_burst: int = Field(default=5, ge=1)
+    """A worker logs one message (same logger, level and template) this many times per
+    ``log_repeat_period_s``; the rest are counted and the count logged with the next one."""
+
+    log_repeat_period_s: float = Field(default=10.0, gt=0)
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_env(cls, data: Any) -> Any:

@@ -15,14 +15,12 @@ import logging
 import os
 from pathlib import Path
 
-import faust
-
 from features.online import FeastOnlineSource
 from features.store import OnlineStoreConfig, open_store
 from models.registry import LoadedModel, ModelNotFound, ModelRegistry
 from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
-from streams import metrics
+from streams import lograte, metrics
 from streams.app import build_app
 from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
@@ -141,7 +139,14 @@ def run_worker(settings: Settings) -> None:
     ready.unlink(missing_ok=True)
     app = build_app(settings, pipeline, ready_file=ready, control=follower)
     metrics.serve(settings.metrics_host, settings.metrics_port)
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = lograte.Worker(
+        app,
+        loop=loop,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        log_burst=settings.log_repeat_burst,
+        log_period_s=settings.log_repeat_period_s,
+    )
     try:
         worker.execute_from_commandline()
     finally:

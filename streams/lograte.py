@@ -48,11 +48,10 @@ class RepeatLimiter(logging.Filter):
             while len(self._windows) > MAX_KEYS:
                 self._windows.popitem(last=False)
             if dropped:
-                record.msg = (
-                    f"{record.getMessage()} [and {dropped} more like it in the last "
-                    f"{self.period_s:g} s, not logged]"
-                )
-                record.args = None
+                # As a template with arguments, as formatters expect of every record.
+                text = record.getMessage()
+                record.msg = "%s [and %d more like it in the last %s s, not logged]"
+                record.args = (text, dropped, f"{self.period_s:g}")
             return True
         window[1] += 1
         if window[1] <= self.burst:

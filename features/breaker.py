@@ -4,6 +4,7 @@ In: an :class:`~features.online.OnlineFeatureSource` and, optionally, a probe of
 store (``"ok"`` / ``"empty"``, raising when unreachable). Out: :class:`GuardedSource`, an
 ``OnlineFeatureSource`` that
 
+- gives up on a lookup after ``lookup_timeout_s`` and opens the circuit at once;
 - fails fast with :class:`StoreCircuitOpen` (a ``FeatureStoreUnavailable``, so the
   pipeline's fallback policy answers ``features_unavailable``) while the store is
   known down, instead of every batch waiting on connect timeouts and retries: after
@@ -105,6 +106,7 @@ class GuardedSource:
         describe: str,
         probe: Callable[[], Health] | None = None,
         probe_every_s: float = 10.0,
+        lookup_timeout_s: float = 3.0,
         on_state: Callable[[State], None] | None = None,
         on_empty: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -113,6 +115,7 @@ class GuardedSource:
         self.describe = describe
         self.probe = probe
         self.probe_every_s = probe_every_s
+        self.lookup_timeout_s = lookup_timeout_s
         self.on_state = on_state
         self.on_empty = on_empty
         self._last_probe = breaker.clock()
@@ -146,7 +149,17 @@ class GuardedSource:
                 self._report()
                 raise StoreCircuitOpen(self.describe, breaker.state, breaker.retry_in_s())
         try:
-            values = await self.inner.fetch(refs, entity_rows)
+            values = await asyncio.wait_for(
+                self.inner.fetch(refs, entity_rows), self.lookup_timeout_s
+            )
+        except TimeoutError as exc:
+            # A store that holds a lookup this long (a paused or overloaded Redis; Feast's
+            # client does not always honour its socket timeout) is as good as down: open
+            # at once. The abandoned lookup finishes in its thread; none is queued behind
+            # it while the circuit is open.
+            self.breaker.trip("open")
+            self._report()
+            raise FeatureStoreUnavailable(self.describe, exc) from exc
         except FeatureStoreUnavailable:
             breaker.failed()
             self._report()
@@ -159,7 +172,7 @@ class GuardedSource:
         assert self.probe is not None
         self._last_probe = self.breaker.clock()
         try:
-            health = await asyncio.to_thread(self.probe)
+            health = await asyncio.wait_for(asyncio.to_thread(self.probe), self.lookup_timeout_s)
         except Exception as exc:  # unreachable, or any error of the probe: the store is down
             log.warning("online store %s: probe failed: %s", self.describe, exc)
             self.breaker.failed()

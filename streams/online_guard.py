@@ -91,6 +91,7 @@ def guard_online_source(
         describe,
         probe=probe,
         probe_every_s=settings.store_probe_every_s,
+        lookup_timeout_s=settings.store_lookup_timeout_s,
         on_state=on_state,
         on_empty=on_empty,
     )

@@ -248,6 +248,10 @@ class Settings(BaseSettings):
     store_breaker_open_s: float = Field(default=3.0, gt=0)
     """How long an open circuit stays open before one probe may close it."""
 
+    store_lookup_timeout_s: float = Field(default=3.0, gt=0)
+    """A lookup that takes longer is abandoned and opens the circuit at once (a paused or
+    overloaded Redis held the scoring for the whole pause before)."""
+
     store_probe_every_s: float = Field(default=10.0, gt=0)
     """How often a worker checks that its Redis online store still holds data (one
     ``DBSIZE``); an empty store opens the circuit and, with ``store_rematerialize``, is

@@ -9,6 +9,8 @@ events flowed: how long scoring stood still because of the fault.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from streams import stack
 from streams.cli import produce_records
 from streams.codec import decode
 from streams.control import publish_state, wait_for_acks
+from streams.kafka import committed_lag
 from streams.settings import Settings
 from tests.integration.faults import (
     FaultRow,
@@ -31,9 +34,15 @@ from tests.integration.faults import (
     reconcile_all,
     record_row,
 )
+from tests.integration.test_faults_redis import redis_restored  # noqa: F401 (fixture)
 from tests.integration.test_rollout_kafka import private_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+PAUSE_S = 15.0
+#: Faust's stream buffers (4,096 events per partition) and aiokafka's fetch buffers (1 MiB
+#: per partition) bound what a stalled worker holds: well under this.
+MEMORY_BOUND_MB = 100.0
 
 
 async def test_broker_restarted_under_load_recovers_by_itself(
@@ -143,5 +152,64 @@ async def test_a_corrupted_model_file_is_refused_and_the_worker_keeps_serving(
             len(report.missing),
             round(longest_pause(predictions), 1),
             note="promotion refused (sha256), v1 kept serving",
+        )
+    )
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_slow_redis_keeps_memory_bounded_and_lag_drains(
+    settings_factory: Callable[..., Settings],
+    worker_factory: Callable[..., stack.StackState],
+    redis_restored: None,  # noqa: F811
+) -> None:
+    """Redis answers nothing for 15 s (CLIENT PAUSE) while events come at 1,000/s."""
+    settings = settings_factory(store_breaker_open_s=1.0)
+    state = worker_factory(settings)
+    pid = state.workers[0]["pid"]
+    records = demo_records(settings, 25_000, seed=57)
+    baseline = rss_mb(pid)
+    producing = asyncio.create_task(produce_records(settings, records, rate=1000))
+    await asyncio.sleep(3)
+    port = os.environ["REDIS_PORT"]
+    pause = ["redis-cli", "-p", port, "CLIENT", "PAUSE", str(int(PAUSE_S * 1000)), "ALL"]
+    await asyncio.to_thread(subprocess.run, pause, check=True)
+    paused_at = time.time()
+    peak = baseline
+    while not producing.done():
+        peak = max(peak, rss_mb(pid))
+        await asyncio.sleep(0.5)
+    await producing
+
+    report, predictions, dead = await reconcile_all(settings, expected=len(records), timeout_s=180)
+    assert report.events == len(records)
+    assert report.reconciled, report.as_dict()
+    growth = peak - baseline
+    assert growth < MEMORY_BOUND_MB, f"RSS grew {growth:.0f} MB under a slow Redis"
+    lag = await committed_lag(settings, settings.consumer_group, settings.topic("events"))
+    deadline = time.monotonic() + 30
+    while any(v for v in lag.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        lag = await committed_lag(settings, settings.consumer_group, settings.topic("events"))
+    assert all(v == 0 for v in lag.values()), f"lag did not drain: {lag}"
+    flagged = sum(
+        decode(p.value or b"{}")["fallback"] == "features_unavailable" for p in predictions
+    )
+    record_row(
+        FaultRow(
+            "slow Redis (paused 15 s) at 1,000/s",
+            report.events,
+            report.predictions,
+            report.deadletters,
+            duplicates(predictions),
+            len(report.missing),
+            round(longest_pause(predictions), 1),
+            note=f"RSS {baseline:.0f} -> peak {peak:.0f} MB; {flagged} features_unavailable; "
+            f"paused at {paused_at:.0f}",
         )
     )

@@ -152,3 +152,20 @@ async def test_a_healthy_store_is_probed_only_every_probe_interval() -> None:
         await lookup(source)
         clock.now += 1.0
     assert store.probes == 2 and states == []
+
+
+async def test_a_lookup_the_store_holds_too_long_is_abandoned_and_opens_the_circuit() -> None:
+    store, clock = Store(), Clock()
+    source, states = guarded(store, clock, probe=False, lookup_timeout_s=0.05)
+    hang = asyncio.Event()
+
+    async def stuck(refs: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict:
+        await hang.wait()
+        return {}
+
+    store.fetch = stuck  # type: ignore[method-assign,assignment]
+    with pytest.raises(FeatureStoreUnavailable):
+        await lookup(source)
+    assert source.state == "open" and states == ["open"]
+    with pytest.raises(StoreCircuitOpen):
+        await lookup(source)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from tests.integration.test_rollout_kafka import private_registry
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 PAUSE_S = 15.0
+GRACE_S = 20.0  # stack.stop_pid: SIGTERM, then SIGKILL after this long
 #: Faust's stream buffers (4,096 events per partition) and aiokafka's fetch buffers (1 MiB
 #: per partition) bound what a stalled worker holds: well under this.
 MEMORY_BOUND_MB = 100.0
@@ -213,3 +215,50 @@ async def test_slow_redis_keeps_memory_bounded_and_lag_drains(
             f"paused at {paused_at:.0f}",
         )
     )
+
+
+async def test_two_workers_sigtermed_under_load_exit_0_within_grace(
+    settings_factory: Callable[..., Settings], worker_factory: Callable[..., stack.StackState]
+) -> None:
+    """A group of two stopped at once (a deployment's rollout): each exits 0 within the
+    grace period; a worker started afterwards scores the rest, none twice."""
+    settings = settings_factory()
+    state = worker_factory(settings, count=2)
+    records = demo_records(settings, 3000, seed=59)
+    producing = asyncio.create_task(produce_records(settings, records, rate=400))
+    await asyncio.sleep(3)
+    pids = [w["pid"] for w in state.workers]
+    for pid in pids:
+        os.killpg(pid, signal.SIGTERM)
+    termed_at = time.monotonic()
+    exits: dict[int, tuple[float, int]] = {}
+    while len(exits) < len(pids) and time.monotonic() - termed_at < GRACE_S:
+        for pid in pids:
+            if pid in exits:
+                continue
+            done, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG: no wait)
+            if done:
+                exits[pid] = (time.monotonic() - termed_at, os.waitstatus_to_exitcode(status))
+        await asyncio.sleep(0.1)
+    assert len(exits) == len(pids), f"not stopped within {GRACE_S:.0f} s: {exits}"
+    assert all(code == 0 for _, code in exits.values()), exits
+    slowest = max(s for s, _ in exits.values())
+    await asyncio.to_thread(worker_factory, settings)
+    await producing
+
+    report, predictions, dead = await reconcile_all(settings, expected=len(records))
+    assert report.reconciled, report.as_dict()
+    doubled = duplicates(predictions)
+    record_row(
+        FaultRow(
+            "two workers SIGTERMed at once under load",
+            report.events,
+            report.predictions,
+            report.deadletters,
+            doubled,
+            len(report.missing),
+            round(slowest, 1),
+            note="recovery = the slower worker's exit 0 after SIGTERM",
+        )
+    )
+    assert doubled == 0, "a stopping worker finishes and commits what is in flight"

@@ -24,7 +24,7 @@ from streams import stack
 from streams.cli import produce_records
 from streams.codec import decode
 from streams.control import publish_state, wait_for_acks
-from streams.kafka import committed_lag
+from streams.kafka import committed_lag, reader
 from streams.settings import Settings
 from tests.integration.faults import (
     FaultRow,
@@ -262,3 +262,54 @@ async def test_two_workers_sigtermed_under_load_exit_0_within_grace(
         )
     )
     assert doubled == 0, "a stopping worker finishes and commits what is in flight"
+
+
+async def read_committed(settings: Settings, topic: str, idle_s: float = 3.0) -> list:
+    consumer = reader(settings, topic, isolation_level="read_committed")
+    await consumer.start()
+    out: list = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                out += records
+                last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_exactly_once_setting_across_a_sigkill_is_still_at_least_once(
+    settings_factory: Callable[..., Settings], worker_factory: Callable[..., stack.StackState]
+) -> None:
+    """``STREAMSCORE_PROCESSING_GUARANTEE=exactly_once`` turns on Faust's transactions (a
+    transactional producer per assigned partition commits the offsets), but the agent's
+    outputs go through ``app.producer``, outside them (README, Delivery guarantees): a
+    ``read_committed`` reader still sees the redone events after a SIGKILL. This row
+    measures that; it asserts what does hold: nothing lost."""
+    settings = settings_factory(processing_guarantee="exactly_once")
+    state = worker_factory(settings)
+    records = demo_records(settings, 3000, seed=61)
+    producing = asyncio.create_task(produce_records(settings, records, rate=400))
+    await asyncio.sleep(3)
+    os.killpg(state.workers[0]["pid"], signal.SIGKILL)
+    await asyncio.to_thread(worker_factory, settings)
+    await producing
+
+    report, _, dead = await reconcile_all(settings, expected=len(records))
+    assert report.reconciled, report.as_dict()
+    committed = await read_committed(settings, settings.topic("predictions"))
+    ids = {decode(p.value or b"{}")["event_id"] for p in committed}
+    assert len(ids) == len(records), "a read_committed reader misses predictions"
+    record_row(
+        FaultRow(
+            "SIGKILL with exactly_once (read_committed)",
+            len(records),
+            len(committed),
+            len(dead),
+            len(committed) - len(ids),
+            len(records) - len(ids),
+            None,
+            note="Faust 0.15.3: outputs are not in the offsets' transaction",
+        )
+    )

@@ -52,7 +52,7 @@ chaos: install
 	mkdir -p .streamscore && rm -f $(CHAOS_ROWS)
 	FAULT_REPORT=$(abspath $(CHAOS_ROWS)) bash deploy/test.sh $(sort $(wildcard tests/integration/test_faults_*.py)); \
 	status=$$?; $(BIN)/python -m tests.integration.faults $(CHAOS_ROWS); \
-	if pgrep -f "$(abspath $(BIN))/python -m streams.cli worker" >/dev/null; then \
+	if pgrep -f "$(abspath $(VENV))/bin/[p]ython -m streams.cli worker" >/dev/null; then \
 	  echo "chaos: a worker is still running" >&2; status=1; fi; exit $$status
 
 # Every subject, one run, on the default stack (BENCHMARKS.md shows one such run).

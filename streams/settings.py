@@ -266,6 +266,10 @@ class Settings(BaseSettings):
 
     log_repeat_period_s: float = Field(default=10.0, gt=0)
 
+    label_join_completed_retention_s: float = Field(default=3600, gt=0)
+    """How long the feedback join keeps an entry whose pairs were all emitted (to
+    recognise redeliveries); waiting entries keep ``label_join_retention_s``."""
+
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust's ``processing_guarantee``. ``exactly_once`` is NOT exactly-once for the
     scoring worker with faust-streaming 0.15.3 (README, Delivery guarantees): its outputs

@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 
-.PHONY: install run down test unit lint clean bench bench-env
+.PHONY: install run down test unit lint clean bench bench-env chaos
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -43,6 +43,17 @@ down: install
 
 test: install
 	bash deploy/test.sh
+
+# The whole fault matrix (tests/integration/test_faults_*.py, the slow `chaos` rows too)
+# on its own broker and Redis; prints the table of figures; deploy/test.sh stops what it
+# started, and the last line fails if a worker of this tree is still running.
+CHAOS_ROWS := .streamscore/chaos-rows.jsonl
+chaos: install
+	mkdir -p .streamscore && rm -f $(CHAOS_ROWS)
+	FAULT_REPORT=$(abspath $(CHAOS_ROWS)) bash deploy/test.sh $(sort $(wildcard tests/integration/test_faults_*.py)); \
+	status=$$?; $(BIN)/python -m tests.integration.faults $(CHAOS_ROWS); \
+	if pgrep -f "$(abspath $(VENV))/bin/[p]ython -m streams.cli worker" >/dev/null; then \
+	  echo "chaos: a worker is still running" >&2; status=1; fi; exit $$status
 
 # Every subject, one run, on the default stack (BENCHMARKS.md shows one such run).
 bench: bench-env

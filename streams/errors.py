@@ -50,7 +50,7 @@ class DuplicateEvent(PipelineError):
     def __init__(self, event_id: str) -> None:
         # The id stays out of the message (it is in the dead letter's value): messages
         # never repeat a string value, see streams.contract.
-        super().__init__("event_id: already scored by this worker")
+        super().__init__("event_id: already read at another offset by this worker")
         self.event_id = event_id
 
 

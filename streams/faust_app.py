@@ -61,6 +61,7 @@ def make_app(settings: Settings, app_id: str) -> faust.App:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
+        processing_guarantee=settings.processing_guarantee,
     )
 
 

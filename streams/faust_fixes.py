@@ -1,5 +1,10 @@
 """Fixes to faust-streaming 0.15.3's offset bookkeeping that at-least-once depends on.
 
+They replace private Faust methods, so :func:`apply` refuses a faust-streaming version
+they were not tested with (:data:`TESTED_FAUST_VERSIONS`): run
+``tests/integration/test_rebalance_kafka.py`` and ``test_faults_commits.py`` against the
+new version, then add it.
+
 Found by reconciling counts (tests/integration/test_rebalance_kafka.py): on a fresh
 consumer group, events fetched while a worker recovers after a rebalance were never
 scored, and their offsets were committed anyway. Three flaws combine:
@@ -18,14 +23,28 @@ scored, and their offsets were committed anyway. Three flaws combine:
 :func:`apply` patches the three places: it seeks explicitly to the committed offset
 (or, with nothing committed, to the beginning, as ``auto_offset_reset=earliest``
 says), remembers where it sought, and never commits past an offset that was not
-acked. The pure rule is :func:`committable_offset`, tested on its own. Remove this
-module once faust-streaming ships a fix; the integration test will say.
+acked. The pure rule is :func:`committable_offset`, tested on its own.
+
+That strict rule needs to know which offsets hold no record, or it waits for them
+forever: a transaction marker, or a log that retention (or ``DeleteRecords``) truncated
+past the committed offset (found by tests/integration/test_faults_commits.py: a
+restarted worker scored but never committed again). Faust marks such "gaps" from the
+offsets it *delivered* to streams (``_drain_messages`` -> ``_add_gap``), with two faults:
+after a seek its read offset means "next to read", so a hole right at the committed
+offset is missed; and a record Faust fetched but did not deliver (a partition not active
+yet during recovery, a generation change) also looks like a hole, so its offset could be
+committed with no outcome. Here gaps come from what the broker *returned*
+(:func:`fetch_gaps` over each fetch of ``_wait_next_records``, per partition, from the
+position of the last seek): only offsets the fetch stepped over are gaps, never records
+Faust dropped; Faust's own ``_add_gap`` is switched off. Remove this module once
+faust-streaming ships a fix; the integration tests will say.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableSequence
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
+from importlib.metadata import version
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
@@ -35,6 +54,34 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 _APPLIED = False
+
+#: faust-streaming versions the patches were tested with (the integration tests above).
+TESTED_FAUST_VERSIONS = frozenset({"0.15.3"})
+
+#: The private Faust methods replaced or wrapped; a version that lacks one is refused.
+_PATCHED = (
+    (faust_aiokafka.AIOKafkaConsumerThread, "seek_to_committed"),
+    (faust_consumer.Consumer, "perform_seek"),
+    (faust_consumer.Consumer, "_new_offset"),
+    (faust_consumer.Consumer, "_add_gap"),
+    (faust_consumer.Consumer, "_wait_next_records"),
+)
+
+
+class UntestedFaustVersion(RuntimeError):
+    """The installed faust-streaming is not one the offset patches were tested with."""
+
+    def __init__(self, found: str, missing: Sequence[str] = ()) -> None:
+        what = f"faust-streaming {found}"
+        if missing:
+            what += f" lacks {', '.join(missing)}"
+        super().__init__(
+            f"{what}: streams.faust_fixes patches Faust's offset bookkeeping and was tested "
+            f"with faust-streaming {', '.join(sorted(TESTED_FAUST_VERSIONS))} only. Install "
+            f"the version pinned in requirements.lock, or run "
+            f"tests/integration/test_rebalance_kafka.py and test_faults_commits.py against "
+            f"{found} and add it to TESTED_FAUST_VERSIONS."
+        )
 
 
 def committable_offset(acked: MutableSequence[int], committed: int | None) -> int | None:
@@ -55,6 +102,38 @@ def committable_offset(acked: MutableSequence[int], committed: int | None) -> in
     if committed is not None and last + 1 <= committed:
         return None  # nothing new beyond what is committed
     return last + 1
+
+
+def fetch_gaps(
+    expected: int | None, offsets: Sequence[int], committed: int | None
+) -> tuple[list[tuple[int, int]], int | None]:
+    """Offset ranges ``[begin, end)`` a fetch stepped over, and the next offset expected.
+
+    ``offsets`` are one partition's record offsets as the broker returned them, in order;
+    ``expected`` is the offset the fetch was to start at (the position of the last seek,
+    or one past the previous fetch's last record; None when unknown). A fetch that starts
+    below ``expected`` follows a seek back: nothing is a gap there. Ranges never reach
+    below ``committed`` (those offsets are done).
+    """
+    if not offsets:
+        return [], expected
+    gaps: list[tuple[int, int]] = []
+    floor = committed if committed is not None else 0
+    if expected is not None and offsets[0] > expected:
+        gaps.append((max(expected, floor), offsets[0]))
+    if offsets[-1] - offsets[0] + 1 != len(offsets):  # a hole inside the fetch (rare)
+        for before, after in zip(offsets, offsets[1:], strict=False):
+            if after > before + 1:
+                gaps.append((max(before + 1, floor), after))
+    return [(b, e) for b, e in gaps if b < e], offsets[-1] + 1
+
+
+def _expected_fetch(consumer: Any) -> MutableMapping[Any, int]:
+    """Per partition, the offset the next fetch should start at (see :func:`fetch_gaps`)."""
+    expected: MutableMapping[Any, int] | None = consumer.__dict__.get("_streamscore_next_fetch")
+    if expected is None:
+        expected = consumer.__dict__["_streamscore_next_fetch"] = {}
+    return expected
 
 
 async def _seek_explicitly(consumer: Any, acking: Any) -> dict[Any, int | None]:
@@ -93,6 +172,48 @@ async def _perform_seek(self: Any) -> None:
             if offset is not None and (offset > 0 or (offset == 0 and acking(tp.topic)))
         }
     )
+    expected = _expected_fetch(self)
+    # A fetch already under way started from the old positions: its records say nothing
+    # about holes from the new ones (see _wait_next_records).
+    self.__dict__["_streamscore_seeks"] = self.__dict__.get("_streamscore_seeks", 0) + 1
+    for tp, offset in committed.items():
+        tp = faust_consumer.ensure_TP(tp)
+        if offset is not None and offset >= 0 and acking(tp.topic):
+            expected[tp] = offset
+        else:
+            expected.pop(tp, None)
+
+
+_original_wait_next_records = faust_consumer.Consumer._wait_next_records
+
+
+async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
+    """Faust's fetch, then the gaps the broker's records stepped over, per partition of
+    an acked topic: what lets the strict head rule pass offsets that hold no record."""
+    seeks = self.__dict__.get("_streamscore_seeks", 0)
+    records, active = await _original_wait_next_records(self, timeout)
+    if records and self.__dict__.get("_streamscore_seeks", 0) == seeks:
+        acking = self.app.topics.acks_enabled_for
+        expected = _expected_fetch(self)
+        for tp, batch in records.items():
+            if not batch or not acking(tp.topic):
+                continue
+            tp = faust_consumer.ensure_TP(tp)
+            gaps, following = fetch_gaps(
+                expected.get(tp), [r.offset for r in batch], self._committed_offset.get(tp)
+            )
+            if following is not None:
+                expected[tp] = following
+            for begin, end in gaps:
+                self._gap[tp].addi(begin, end)
+            if gaps:
+                self._gap[tp].merge_overlaps()
+    return records, active
+
+
+async def _add_gap(self: Any, tp: TP, offset_from: int, offset_to: int) -> None:
+    """Off: Faust infers gaps from the offsets it delivered, which counts a record it
+    fetched but did not deliver as a gap; :func:`_wait_next_records` records them."""
 
 
 def _new_offset(self: Any, tp: TP) -> int | None:
@@ -113,13 +234,24 @@ def _new_offset(self: Any, tp: TP) -> int | None:
     return offset
 
 
+def check_version(found: str | None = None) -> None:
+    """Raise :class:`UntestedFaustVersion` unless the patches were tested with this Faust."""
+    found = found or version("faust-streaming")
+    missing = [f"{cls.__name__}.{name}" for cls, name in _PATCHED if not hasattr(cls, name)]
+    if found not in TESTED_FAUST_VERSIONS or missing:
+        raise UntestedFaustVersion(found, missing)
+
+
 def apply() -> None:
-    """Patch Faust once per process (idempotent)."""
+    """Patch Faust once per process (idempotent); refuse an untested faust-streaming."""
     global _APPLIED
     if _APPLIED:
         return
+    check_version()
     faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign,assignment]
     faust_consumer.Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    faust_consumer.Consumer._add_gap = _add_gap  # type: ignore[method-assign]
+    faust_consumer.Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
     _APPLIED = True
     log.debug("faust offset bookkeeping patched (streams.faust_fixes)")

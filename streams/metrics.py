@@ -204,3 +204,18 @@ CANARY_PERCENT = Gauge(
     ["model"],
     namespace=_NS,
 )
+
+# --- reliability (issue 9): the online store's circuit breaker --------------------------
+
+ONLINE_STORE_CIRCUIT = Gauge(
+    "online_store_circuit",
+    "1 for the state the online store's circuit is in (closed, open, half_open, empty).",
+    ["state"],
+    namespace=_NS,
+)
+ONLINE_STORE_REMATERIALIZED = Counter(
+    "online_store_rematerialized",
+    "Times this worker loaded an online store found empty again, by outcome (ok, failed).",
+    ["outcome"],
+    namespace=_NS,
+)

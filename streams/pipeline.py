@@ -113,26 +113,46 @@ def dead_letter(
     return Outbound("deadletter", record.key, value, headers)
 
 
+#: Where a record was read, packed as ``partition << 48 | offset`` (one small int per
+#: remembered id rather than a tuple: the memory holds up to 200,000 of them). The worker
+#: reads one events topic, so the topic is not part of it.
+Position = int
+
+
 class RecentIds:
-    """Bounded memory of event ids already taken by this worker, oldest forgotten first."""
+    """Bounded memory of the event ids this worker took and where it read each first,
+    oldest forgotten first.
+
+    The rule: one offset, one kind of outcome. A second occurrence of an id at another
+    position is a duplicate (a producer sent it twice); the same position again is a
+    redelivery (a re-seek after a rebalance, a batch not acknowledged before a stop),
+    which is scored again as it was the first time: at-least-once allows it and
+    consumers deduplicate on ``event_id``. Dead-lettering a redelivery instead gave one
+    event a prediction and a ``DuplicateEvent`` dead letter.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[str, Position] = OrderedDict()
 
-    def add(self, event_id: str) -> bool:
-        """Remember ``event_id``; False if it was already there."""
+    def add(self, event_id: str, position: Position) -> bool:
+        """Remember ``event_id`` read at ``position``; False if it is a duplicate (first
+        read at another position)."""
         if self.capacity == 0:
             return True
-        if event_id in self._ids:
-            return False
-        self._ids[event_id] = None
+        first = self._ids.get(event_id)
+        if first is not None:
+            return first == position
+        self._ids[event_id] = position
         if len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
         return True
 
-    def forget(self, event_id: str) -> None:
-        self._ids.pop(event_id, None)
+    def forget(self, event_id: str, position: Position) -> None:
+        """Forget ``event_id`` if it was first read at ``position`` (its outcome was a
+        dead letter that allows a replay, so a re-sent copy is not a duplicate)."""
+        if self._ids.get(event_id) == position:
+            del self._ids[event_id]
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,10 @@ class PipelineConfig:
     slice_fields: tuple[str, ...] = ()
     # The PII policy's dead-letter redaction (streams.pii), when the operator turned it on.
     redact_dead_letter: Callable[[Outbound], Outbound] | None = None
+
+
+def _position(record: Inbound) -> Position:
+    return (record.partition << 48) | record.offset
 
 
 def _rfc3339(ts: datetime) -> str:
@@ -181,6 +205,11 @@ class ScoringPipeline:
         self._seen = RecentIds(self.config.dedupe_window)
         self._signals: list[Signal] = []
         self._last_stamp: tuple[datetime, str, float] | None = None
+
+    def emit(self, signal: Signal) -> None:
+        """Queue a signal raised beside the pipeline (the online store's state) for the
+        agent to publish with the batch's own."""
+        self._signals.append(signal)
 
     def drain_signals(self) -> list[Signal]:
         """Drift/retrain signals of the windows closed since the last call (for ``signals``)."""
@@ -228,7 +257,7 @@ class ScoringPipeline:
         for i, record in enumerate(batch):
             try:
                 event = self._validate(routing.champion.manifest, record)
-                if not self._seen.add(event["event_id"]):
+                if not self._seen.add(event["event_id"], _position(record)):
                     raise DuplicateEvent(event["event_id"])
             except PipelineError as exc:
                 out[i] = self.dead_letter(record, exc)
@@ -245,12 +274,12 @@ class ScoringPipeline:
                 scored, shadow = await self._enrich_and_score(routing, valid_events, served)
             except PipelineError as exc:
                 for i, event in zip(valid_idx, valid_events, strict=True):
-                    self._seen.forget(event["event_id"])
+                    self._seen.forget(event["event_id"], _position(batch[i]))
                     out[i] = self.dead_letter(batch[i], exc)
             else:
                 for i, event, prediction in zip(valid_idx, valid_events, scored, strict=True):
                     if isinstance(prediction, PipelineError):
-                        self._seen.forget(event["event_id"])
+                        self._seen.forget(event["event_id"], _position(batch[i]))
                         out[i] = self.dead_letter(batch[i], prediction)
                     else:
                         out[i] = self._prediction(batch[i], prediction, tally)
@@ -469,7 +498,8 @@ class ScoringPipeline:
                 break
             except FeatureStoreUnavailable as exc:
                 attempt += 1
-                if attempt > self.config.enrich_retries:
+                # Not retryable: the store's circuit is open, retrying only waits.
+                if not exc.retryable or attempt > self.config.enrich_retries:
                     raise EnrichFailed(f"online store unavailable: {exc}") from exc
                 log.warning("online store unavailable (attempt %d): %s", attempt, exc)
                 await asyncio.sleep(self.config.enrich_backoff_s * 2 ** (attempt - 1))

@@ -15,18 +15,17 @@ import logging
 import os
 from pathlib import Path
 
-import faust
-
 from features.online import FeastOnlineSource
 from features.store import open_store
 from models.registry import LoadedModel, ModelNotFound
 from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
-from streams import metrics
+from streams import lograte, metrics
 from streams.app import build_app
 from streams.control import ControlFollower
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
+from streams.online_guard import guard_online_source
 from streams.online_store import online_store_config
 from streams.pii import PiiPolicy
 from streams.pipeline import PipelineConfig, ScoringPipeline
@@ -106,9 +105,18 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         enrich_retries=settings.enrich_retries,
         slice_fields=tuple(settings.slice_fields),
     )
+    # Behind a circuit breaker: an outage answers features_unavailable at once, an empty
+    # store is re-materialized (streams/online_guard.py).
+    guarded = guard_online_source(
+        settings,
+        source,
+        store,
+        emit=lambda signal: pipeline.emit(signal),
+        model=(model.manifest.name, model.manifest.version),
+    )
     pipeline = ScoringPipeline(
         routing,
-        source,
+        guarded,
         config,
         monitor=ScoringMonitor(settings),
         served_features=settings.served_features_log,
@@ -133,7 +141,14 @@ def run_worker(settings: Settings) -> None:
     ready.unlink(missing_ok=True)
     app = build_app(settings, pipeline, ready_file=ready, control=follower)
     metrics.serve(settings.metrics_host, settings.metrics_port)
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = lograte.Worker(
+        app,
+        loop=loop,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        log_burst=settings.log_repeat_burst,
+        log_period_s=settings.log_repeat_period_s,
+    )
     try:
         worker.execute_from_commandline()
     finally:

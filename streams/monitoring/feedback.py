@@ -19,8 +19,9 @@ acknowledgement, then write the new state, then ack the input. A crash anywhere 
 between loses nothing: the input is consumed again and, since the state was not
 written, its pair is emitted again (at-least-once; downstream deduplicates on
 ``event_id`` + ``variant``). Writing the state first, as before, marked a pair done
-that was never published. Entries older than ``label_join_retention_s`` are expired by
-the join agent itself (deletes must happen in the stream of their own partition so
+that was never published. Waiting entries older than ``label_join_retention_s`` and
+completed ones older than ``label_join_completed_retention_s`` are deleted by the join
+agent itself (deletes must happen in the stream of their own partition so
 that the changelog tombstone lands in the partition that holds the key).
 
 :func:`join_step` is the whole join logic, pure and unit-tested; the agents only move
@@ -171,7 +172,23 @@ def join_step(
             )
     if pairs:
         outcome = "joined"
+        if not state["predictions"]:
+            state["completed_at"] = now  # kept a while for redeliveries, see is_expired
     return state, pairs, outcome
+
+
+def is_expired(
+    state: dict[str, Any], now: float, retention_s: float, completed_retention_s: float
+) -> bool:
+    """Is an entry due for deletion? Waiting entries live ``retention_s`` (a label may come
+    days later); a completed one only ``completed_retention_s`` (it only answers
+    redeliveries and a shadow prediction arriving with its champion). Keeping completed
+    joins for the full retention held days of them in memory and in the changelog that
+    every restart replays."""
+    completed_at = state.get("completed_at")
+    if completed_at is not None and not state["predictions"]:
+        return bool(completed_at < now - completed_retention_s)
+    return bool(state["first_seen"] < now - retention_s)
 
 
 def expired_outcome(state: dict[str, Any]) -> str:
@@ -245,7 +262,8 @@ def register_feedback(
         partitions=parts,
     )
     retention = settings.label_join_retention_s
-    sweep_every = min(SWEEP_INTERVAL_S, retention / 4)
+    completed_retention = min(settings.label_join_completed_retention_s, retention)
+    sweep_every = min(SWEEP_INTERVAL_S, completed_retention / 4)
     last_sweep: dict[int, float] = {}
 
     def parse(topic: str, raw: bytes | None) -> JoinItem:
@@ -319,19 +337,23 @@ def register_feedback(
                 quality.prediction_seen(str(p["model"]), str(p["version"]), str(p["variant"]))
             await inputs.ack(event)
             if now - last_sweep.setdefault(partition, now) >= sweep_every:
-                _sweep(table, partition, now - retention)
+                _sweep(table, partition, now, retention, completed_retention)
                 last_sweep[partition] = now
                 metrics.PREDICTIONS_AWAITING_LABEL.set(len(table))
 
     return FeedbackHandles(table, quality, forward, join)
 
 
-def _sweep(table: Any, partition: int, older_than: float) -> int:
-    """Expire this partition's entries first seen before ``older_than``; return how many."""
+def _sweep(
+    table: Any, partition: int, now: float, retention_s: float, completed_retention_s: float
+) -> int:
+    """Delete this partition's entries that :func:`is_expired`; return how many."""
     expired = []
     for key, raw in list(table.items()):
         state = decode(raw)
-        if state.get("partition") == partition and state["first_seen"] < older_than:
+        if state.get("partition") == partition and is_expired(
+            state, now, retention_s, completed_retention_s
+        ):
             expired.append((key, state))
     for key, state in expired:
         metrics.LABEL_JOINS.labels(expired_outcome(state)).inc()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import faust
 
-from streams import metrics
+from streams import lograte, metrics
 from streams.faust_app import make_app, mark_ready_on_rebalance
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.feedback import register_feedback
@@ -62,7 +62,14 @@ def run_feedback_worker(settings: Settings) -> None:
     ready.unlink(missing_ok=True)
     app = build_feedback_app(settings, ready)
     metrics.serve(settings.metrics_host, settings.metrics_port)
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = lograte.Worker(
+        app,
+        loop=loop,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        log_burst=settings.log_repeat_burst,
+        log_period_s=settings.log_repeat_period_s,
+    )
     try:
         worker.execute_from_commandline()
     finally:

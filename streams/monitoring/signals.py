@@ -13,7 +13,9 @@ key = the signal kind, value = JSON through :mod:`streams.codec`:
 ``kind`` is ``drift`` (one input or ``score`` crossed a drift threshold in a closed
 tumbling window), ``quality`` (the figures of a sliding quality window, every
 ``quality_emit_every`` pairs; ``details`` holds every statistic and the slices) or
-``retrain`` (drift or quality breached for ``retrain_after_windows`` windows in a row).
+``retrain`` (drift or quality breached for ``retrain_after_windows`` windows in a row)
+or ``online_store`` (the scoring worker's online store changed state: ``statistic`` is
+``open``, ``empty``, ``closed`` or ``rematerialized``; see :mod:`features.breaker`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Literal
 from streams import metrics
 from streams.codec import decode, encode
 
-SignalKind = Literal["drift", "quality", "retrain"]
+SignalKind = Literal["drift", "quality", "retrain", "online_store"]
 
 
 def utcnow() -> datetime:

@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc_auc_score
 
-from streams.monitoring.feedback import JoinItem, expired_outcome, join_step, parse_label
+from streams.monitoring.feedback import (
+    JoinItem,
+    expired_outcome,
+    is_expired,
+    join_step,
+    parse_label,
+)
 from streams.monitoring.quality import QualityMonitor
 
 
@@ -155,6 +161,23 @@ def test_late_shadow_prediction_still_joins_and_expiry_is_counted() -> None:
     lone = JoinItem("prediction", "e2", champion | {"variant": "champion"})
     state, _, _ = join_step(None, lone, now=0)
     assert expired_outcome(state) == "expired_unlabelled"
+
+
+def test_completed_joins_are_kept_an_hour_waiting_ones_the_full_retention() -> None:
+    """Completed entries only answer redeliveries: the table (and the changelog a restart
+    replays) holds an hour of them, not the days a label may take."""
+    day, hour = 86400.0, 3600.0
+    champion = {"model": "m", "version": "1", "score": 0.9, "decision": "review"}
+    waiting, _, _ = join_step(None, JoinItem("prediction", "e1", champion | {"variant": "c"}), 0)
+    assert not is_expired(waiting, 6 * day, 7 * day, hour)
+    assert is_expired(waiting, 7 * day + 1, 7 * day, hour)
+    # Its label comes 3 days later: the pair is emitted, the entry is done.
+    done, pairs, _ = join_step(waiting, JoinItem("label", "e1", {"label": 1}), 3 * day)
+    assert pairs and done["completed_at"] == 3 * day
+    assert not is_expired(done, 3 * day + hour - 1, 7 * day, hour)
+    assert is_expired(done, 3 * day + hour + 1, 7 * day, hour)
+    again, pairs, outcome = join_step(done, JoinItem("label", "e1", {"label": 1}), 3 * day + 60)
+    assert (pairs, outcome) == ([], "duplicate"), "a redelivery within the hour is recognised"
 
 
 @pytest.mark.parametrize(

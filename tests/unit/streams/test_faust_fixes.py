@@ -2,7 +2,12 @@
 
 import pytest
 
-from streams.faust_fixes import committable_offset
+from streams.faust_fixes import (
+    UntestedFaustVersion,
+    check_version,
+    committable_offset,
+    fetch_gaps,
+)
 
 
 @pytest.mark.parametrize(
@@ -23,3 +28,43 @@ def test_committable_offset(
 ) -> None:
     assert committable_offset(acked, committed) == expected
     assert acked == left
+
+
+@pytest.mark.parametrize(
+    ("expected", "offsets", "committed", "gaps", "following"),
+    [
+        (10, [10, 11, 12], 10, [], 13),
+        (10, [11, 12], 10, [(10, 11)], 13),  # a transaction marker at the committed offset
+        (10, [40, 41], 10, [(10, 40)], 42),  # the log was truncated past the committed offset
+        (10, [10, 12, 15], 10, [(11, 12), (13, 15)], 16),  # markers or compaction inside a fetch
+        (20, [12, 13], 12, [], 14),  # a fetch after a seek back: nothing is a gap
+        (None, [5, 6], 5, [], 7),  # position unknown: no head gap is guessed
+        (8, [12], 10, [(10, 12)], 13),  # never below the committed offset
+        (8, [], 10, [], 8),
+    ],
+)
+def test_fetch_gaps(
+    expected: int | None,
+    offsets: list[int],
+    committed: int | None,
+    gaps: list[tuple[int, int]],
+    following: int | None,
+) -> None:
+    assert fetch_gaps(expected, offsets, committed) == (gaps, following)
+
+
+def test_an_untested_faust_version_is_refused_with_what_to_do() -> None:
+    check_version("0.15.3")
+    with pytest.raises(UntestedFaustVersion, match=r"faust-streaming 0\.16\.0: .*0\.15\.3"):
+        check_version("0.16.0")
+
+
+def test_the_patches_are_in_place_once_an_app_is_made() -> None:
+    from faust.transport import consumer
+
+    from streams import faust_fixes
+
+    faust_fixes.apply()
+    assert consumer.Consumer._new_offset is faust_fixes._new_offset
+    assert consumer.Consumer._wait_next_records is faust_fixes._wait_next_records
+    assert consumer.Consumer._add_gap is faust_fixes._add_gap

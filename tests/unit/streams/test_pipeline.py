@@ -170,9 +170,26 @@ async def test_mixed_batch_keeps_order_and_routes_each_record() -> None:
 async def test_duplicate_event_ids_are_dead_lettered_within_and_across_batches() -> None:
     pipeline = make()
     first = await pipeline.process(inbound([encode(event("a")), encode(event("a"))]))
-    second = await pipeline.process(inbound([encode(event("a"))]))
+    later = Inbound(b"k", encode(event("a")), "events", 2, 250, timestamp_ms=1795255200000.0)
+    second = await pipeline.process([later])
     assert [o.destination for o in first + second] == ["predictions", "deadletter", "deadletter"]
     assert dict(second[0].headers)["error.class"] == b"DuplicateEvent"
+
+
+async def test_a_redelivered_offset_gets_the_same_kind_of_outcome_again() -> None:
+    """A re-seek (rebalance, a batch not acked before a stop) hands the worker offsets it
+    already took. Each offset must end as the same kind of record as the first time: the
+    first occurrence of an id is scored again (at-least-once; consumers dedupe on
+    ``event_id``), the second occurrence stays a ``DuplicateEvent``."""
+    pipeline = make()
+    batch = inbound([encode(event("a")), encode(event("a")), encode(event("b"))])
+    first = await pipeline.process(batch)
+    again = await pipeline.process(batch)  # the same offsets, delivered again
+    kinds = [o.destination for o in first]
+    assert kinds == ["predictions", "deadletter", "predictions"]
+    assert [o.destination for o in again] == kinds
+    assert dict(again[1].headers)["error.class"] == b"DuplicateEvent"
+    assert dict(again[1].headers)["source.offset"] == b"101"
 
 
 async def test_online_store_blip_is_retried() -> None:

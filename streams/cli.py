@@ -91,6 +91,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
     # worker_pids and metrics_url(s) stay the scoring workers'; the feedback worker has its own
     workers = [w for w in running if w.get("role", "score") == "score"]
     feedback = [w for w in running if w.get("role") == "feedback"]
+    feature_workers = [w for w in running if w.get("role") == "features"]
     dead = stack.dead_parts(settings, state)
     registry = ModelRegistry(settings.registry_path)
     models = []
@@ -117,6 +118,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "feedback_metrics_urls": [
             f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in feedback
         ],
+        "features_worker_pids": [w["pid"] for w in feature_workers],
         "models": models,
         # From the broker: events not yet committed by the scoring group, per partition
         # (None: nothing committed yet).
@@ -137,6 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"online:     {report['online_store']}")
         print(f"workers:    {report['worker_pids'] or 'none'}")
         print(f"feedback:   {report['feedback_worker_pids'] or 'none'}")
+        print(f"features:   {report['features_worker_pids'] or 'none'}")
         if report["dead"]:
             print(f"not running: {', '.join(report['dead'])} (`streamscore up` restarts them)")
         print(f"metrics:    {report['metrics_url'] or '-'}")
@@ -187,6 +190,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from streams.monitoring.runner import run_feedback_worker
 
         run_feedback_worker(_settings(args))
+        return 0
+    if args.role == "features":
+        from streams.features_worker import run_features_worker
+
+        run_features_worker(_settings(args))
         return 0
     from streams.worker import run_worker
 
@@ -585,9 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--online-store", choices=["sqlite", "redis"])
     p.add_argument(
         "--role",
-        choices=["score", "feedback"],
+        choices=["score", "feedback", "features"],
         default="score",
-        help="score events (default) or run the label join and online quality",
+        help="score events (default), run the label join and online quality (feedback), or "
+        "keep the streaming feature views up to date (features)",
     )
     p.set_defaults(func=cmd_worker)
 

@@ -239,6 +239,48 @@ class Settings(BaseSettings):
     feature_cache_max_entities: int = Field(default=100_000, ge=1)
     """Entities (per feature view) kept in the worker's feature cache; oldest evicted."""
 
+    # --- streaming features (issue 10): the feature worker, freshness ---------------------
+
+    topic_feature_events: str = "feature-events"
+    """Internal: events re-keyed by (streaming view, entity) for the feature worker, so each
+    entity's aggregate state lives in one partition whatever key the producer used."""
+
+    topic_feature_updates: str = "feature-updates"
+    """Which entities the feature worker wrote (one record per view and flush): every
+    scoring worker reads it and drops those entities from its feature cache."""
+
+    feature_views: str = ""
+    """Comma-separated streaming feature views the feature worker keeps up to date ("": every
+    feature view of the repo fed by a push source)."""
+
+    feature_lateness_s: float = Field(default=300.0, ge=0)
+    """Allowed lateness of an event, per entity, behind the newest event time that entity
+    has seen: within it an event updates the windows it belongs to (the rows after it are
+    written again); beyond it the event is counted (``too_late``) and left out of the
+    aggregates."""
+
+    feature_batch_max: int = Field(default=1000, ge=1)
+    """Most events the feature worker aggregates per write to the online/offline store."""
+
+    feature_batch_wait_s: float = Field(default=0.5, gt=0)
+    """How long the feature worker waits to fill a batch before it writes anyway: the
+    floor of event-to-online-store freshness, and what bounds the write rate."""
+
+    feature_push_retry_max_s: float = Field(default=10.0, gt=0)
+    """Upper bound of the back-off between retries of a failed store write (retried forever;
+    the worker's input waits meanwhile)."""
+
+    feature_max_age: str = "user_stream_stats=21600,merchant_stream_stats=21600"
+    """Comma-separated ``view=seconds``: a served value of a listed view that is older than
+    this at the event's time, or stamped after the event (it may include the event
+    itself), is treated as missing: counted and listed in ``features_missing``. Views not
+    listed are served whatever their age. The defaults are the streaming views' Feast ttl,
+    which training's point-in-time join applies too."""
+
+    @property
+    def feature_view_names(self) -> list[str]:
+        return [v.strip() for v in self.feature_views.split(",") if v.strip()]
+
     @model_validator(mode="before")
     @classmethod
     def _no_unknown_env(cls, data: Any) -> Any:
@@ -277,7 +319,7 @@ class Settings(BaseSettings):
 
     def all_topics(self) -> list[str]:
         names = ["events", "predictions", "predictions_shadow", "deadletter", "labels", "signals"]
-        names += ["labelled", "feedback_join"]
+        names += ["labelled", "feedback_join", "feature_events", "feature_updates"]
         if self.served_features_log:
             names.append("features_served")
         return [self.topic(n) for n in names] + [self.topic("control")]

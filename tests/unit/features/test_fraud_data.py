@@ -112,8 +112,9 @@ def test_stream_history_counts_the_hour_before(small_data: OfflineData) -> None:
     stream = pd.read_parquet(small_data.user_stream_stats)
     # One row per user and distinct transaction time, stamped 1 ms after it.
     assert len(stream) == len(tx.drop_duplicates(["user_id", "event_timestamp"]))
-    stamps = set(zip(stream.user_id, stream.event_timestamp - timedelta(milliseconds=1)))
-    assert stamps == set(zip(tx.user_id, tx.event_timestamp))
+    shifted = stream.event_timestamp - timedelta(milliseconds=1)
+    stamps = set(zip(stream.user_id, shifted, strict=True))
+    assert stamps == set(zip(tx.user_id, tx.event_timestamp, strict=True))
     row = stream.sort_values("txn_count_1h").iloc[-1]
     mine = tx[
         (tx.user_id == row.user_id)

@@ -521,3 +521,39 @@ def replay_events(
         )
     ]
     return events, [int(v) for v in rows["is_fraud"]]
+
+
+def demo_stream(
+    data_dir: Path,
+    n: int,
+    seed: int,
+    unknown_user_rate: float = 0.0,
+    drift: dict[str, float] | None = None,
+    flip_labels: float = 0.0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(events, labels) of the demo (`streamscore produce`): recent transactions replayed,
+    stamped now.
+
+    ``unknown_user_rate`` is the share of events whose user has no online features;
+    ``drift`` multiplies numeric event fields (``{"amount": 3}``) so an operator can
+    provoke a drift signal; ``flip_labels`` is the share of ground-truth labels sent
+    flipped, which provokes an online quality drop. Labels are ``labels`` records
+    (``{"event_id", "label", "label_time"}``).
+    """
+    if not 0.0 <= unknown_user_rate <= 1.0 or not 0.0 <= flip_labels <= 1.0:
+        raise ValueError("--unknown-user-rate and --flip-labels must be in [0, 1]")
+    events, truth = replay_events(data_dir, n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    unknown = rng.random(n) < unknown_user_rate
+    flipped = rng.random(n) < flip_labels
+    label_time = events[0]["event_time"] if events else None
+    labels: list[dict[str, Any]] = []
+    for i, event in enumerate(events):
+        if unknown[i]:
+            event["user_id"] = f"x{rng.integers(0, 10**6):06d}"  # no online features
+        for name, factor in (drift or {}).items():
+            if isinstance(event.get(name), int | float):
+                event[name] = round(event[name] * factor, 2)
+        label = truth[i] ^ int(flipped[i])
+        labels.append({"event_id": event["event_id"], "label": label, "label_time": label_time})
+    return events, labels

@@ -160,6 +160,24 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**kwargs)
 
 
+def keyed_records(
+    values: Sequence[dict[str, Any]], key_field: str | None
+) -> list[tuple[bytes | None, bytes]]:
+    """``(key, value)`` records: each value encoded, keyed by its ``key_field`` (unkeyed
+    where it is missing or ``key_field`` is None), so one entity's events share a partition."""
+    from streams.codec import encode
+
+    return [
+        (
+            None
+            if key_field is None or value.get(key_field) is None
+            else str(value[key_field]).encode(),
+            encode(value),
+        )
+        for value in values
+    ]
+
+
 async def send_records(
     settings: Settings,
     topic: str,

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrokerKind = Literal["kafka", "external"]
-OnlineStoreKind = Literal["sqlite", "redis"]
+OnlineStoreKind = Literal["repo", "sqlite", "redis"]
 
 
 class Settings(BaseSettings):
@@ -75,8 +75,12 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
     """Consumer-group heartbeat (Kafka's default); well under a third of the session timeout."""
 
-    online_store: OnlineStoreKind = "sqlite"
-    """Feast online store: embedded SQLite, or Redis for anything real."""
+    online_store: OnlineStoreKind = "repo"
+    """Feast online store. ``repo`` (the default): the one the feature repo's
+    ``feature_store.yaml`` declares, as it declares it (the example's: SQLite at
+    ``data/online_store.db``). ``sqlite`` (at ``<feature_repo>/data/online_store.db``) or
+    ``redis`` (at ``redis_url``) override the YAML's ``online_store`` section; nothing
+    else of the YAML is ever overridden."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis used as the Feast online store when ``online_store`` is ``redis``."""

@@ -39,9 +39,13 @@ log = logging.getLogger(__name__)
 
 
 def online_store_config(settings: Settings) -> OnlineStoreConfig:
+    """The one rule (README, "Online store"): ``STREAMSCORE_ONLINE_STORE`` ``sqlite`` or
+    ``redis`` overrides the repo's ``online_store``; unset (``repo``) the YAML decides."""
     if settings.online_store == "redis":
         return OnlineStoreConfig(kind="redis", redis_url=settings.redis_url)
-    return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
+    if settings.online_store == "sqlite":
+        return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
+    return OnlineStoreConfig(kind="repo")
 
 
 def load_champion(settings: Settings) -> LoadedModel:

@@ -21,7 +21,7 @@ process on a fresh topic prefix and consumer group, so no run sees another's rec
    ``latency_rate``); latency is output record timestamp minus input record timestamp
    (both CreateTime, same machine), matched by event id.
 
-The events are the project's demo stream (:func:`streams.cli.demo_records`: recent
+The events are the project's demo stream (:func:`features.fraud_data.demo_stream`: recent
 transactions replayed, so users and merchants recur as in real traffic). A subject
 that cannot run is reported with the reason and no numbers.
 """
@@ -102,10 +102,11 @@ class BenchConfig:
 
 def bench_records(settings: Settings, n: int, seed: int) -> Records:
     """The demo event stream (same seed, same events) for every subject."""
-    from streams.cli import demo_records
+    from features.fraud_data import demo_stream
+    from streams.kafka import keyed_records
 
-    records, _labels = demo_records(settings, n, seed)
-    return records
+    events, _labels = demo_stream(settings.data_dir, n, seed)
+    return keyed_records(events, "user_id")
 
 
 def tagged(records: Records, tag: str) -> Records:

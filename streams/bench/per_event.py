@@ -20,10 +20,12 @@ from streams.settings import Settings
 
 def online_store_config(settings: Settings) -> OnlineStoreConfig:
     # The same choice as streams.worker.online_store_config, which imports Faust; the
-    # Quix environment has no Faust, so the four lines are repeated here.
+    # Quix environment has no Faust, so the lines are repeated here.
     if settings.online_store == "redis":
         return OnlineStoreConfig(kind="redis", redis_url=settings.redis_url)
-    return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
+    if settings.online_store == "sqlite":
+        return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
+    return OnlineStoreConfig(kind="repo")
 
 
 class PerEventScorer:

@@ -24,7 +24,7 @@ from sklearn.metrics import brier_score_loss, precision_score, recall_score, roc
 
 from features.fraud_data import demo_events, load_entities
 from streams import stack
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import decode, encode
 from streams.kafka import producer, reader
 from streams.monitoring.runner import ready_file
@@ -263,7 +263,9 @@ async def test_scoring_worker_monitors_drift_and_quality(
 ) -> None:
     """A stock worker: drift of a shifted input within one window, none before; labels
     joined into online quality per model version and variant; the served-feature log."""
-    from streams.cli import demo_records
+    from features.fraud_data import demo_stream
+    from streams.codec import encode
+    from streams.kafka import keyed_records
 
     port = free_port()
     window = 500
@@ -278,8 +280,11 @@ async def test_scoring_worker_monitors_drift_and_quality(
     # the label join runs in the feedback worker, with its own /metrics
     feedback_port = free_port()
     worker_factory(settings.model_copy(update={"metrics_port": feedback_port}), role="feedback")
-    normal, truth = demo_records(settings, 2 * window, seed=3)
-    shifted, _ = demo_records(settings, window, seed=4, drift={"amount": 3.0})
+    events, labels = demo_stream(settings.data_dir, 2 * window, seed=3)
+    normal = keyed_records(events, "user_id")
+    truth = [(key, encode(label)) for (key, _), label in zip(normal, labels, strict=True)]
+    drifted, _ = demo_stream(settings.data_dir, window, seed=4, drift={"amount": 3.0})
+    shifted = keyed_records(drifted, "user_id")
     await produce_records(settings, normal, None)
     await produce_records(settings, truth, None, topic="labels")
     quality_text = await wait_for_metric(

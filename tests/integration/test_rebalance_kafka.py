@@ -17,7 +17,7 @@ import pytest
 from features.fraud_data import demo_events, load_entities
 from streams import stack
 from streams.audit import read_topic, reconcile
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import encode
 from streams.settings import Settings
 from tests.integration.test_scoring_kafka import collect

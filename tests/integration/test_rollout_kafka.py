@@ -20,7 +20,7 @@ from features.fraud_data import demo_events, load_entities
 from models.registry import ModelRegistry
 from streams import lifecycle, stack
 from streams.audit import read_topic, reconcile
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import decode, encode
 from streams.control import wait_for_acks
 from streams.settings import Settings

@@ -20,7 +20,7 @@ from aiokafka.structs import TopicPartition
 from features.fraud_data import demo_events, load_entities
 from streams import stack
 from streams.audit import TopicRecord, read_topic, reconcile
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import decode, encode
 from streams.kafka import client_kwargs, reader
 from streams.settings import Settings

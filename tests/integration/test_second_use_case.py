@@ -27,7 +27,7 @@ from features.store import OnlineStoreConfig, apply_repo, materialize, open_stor
 from models.manifest import Lineage, ModelInput
 from models.registry import ModelRegistry
 from streams import stack
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import decode, encode
 from streams.settings import Settings
 from tests.integration.test_scoring_kafka import collect

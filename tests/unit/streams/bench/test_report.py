@@ -98,11 +98,11 @@ def test_workers_row_runs_n_processes_on_n_partitions() -> None:
 
 
 def test_cli_bench_options() -> None:
-    from streams.cli import build_parser
+    from streams.cli.bench import bench
 
-    args = build_parser().parse_args(
+    params = bench.make_context(
+        "bench",
         [
-            "bench",
             "--quick",
             "--subjects",
             "framework,streamscore",
@@ -110,9 +110,9 @@ def test_cli_bench_options() -> None:
             "200",
             "--workers",
             "2",
-        ]
-    )
-    assert (args.quick, args.subjects, args.latency_rate, args.workers) == (
+        ],
+    ).params
+    assert (params["quick"], params["subjects"], params["latency_rate"], params["workers"]) == (
         True,
         "framework,streamscore",
         200.0,

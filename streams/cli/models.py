@@ -1,0 +1,295 @@
+"""``train`` and ``models ...``: the registry and live rollout through ``control``.
+
+Every ``models`` subcommand takes the model name the same way: an optional first
+argument (``models promote fraud 2``, ``models rollback fraud``), or ``--model NAME``;
+it may be left out when only one model is registered (or ``STREAMSCORE_MODEL_NAME``
+names one). The work itself is in :mod:`streams.lifecycle`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.cli.common import (
+    EXIT_OK,
+    StreamscoreCommand,
+    StreamscoreGroup,
+    build_settings,
+    common_options,
+    online_store_option,
+)
+from streams.settings import Settings
+
+
+def resolve_model(settings: Settings, given: str | None) -> str:
+    """The model a command is about: the one named, else the only one registered, else
+    ``STREAMSCORE_MODEL_NAME`` if set; several without a name is a usage error."""
+    from models.registry import ModelRegistry
+
+    if given:
+        return given
+    registered = ModelRegistry(settings.registry_path).list_models()
+    if len(registered) == 1:
+        return registered[0]
+    if not registered or "model_name" in settings.model_fields_set:
+        return settings.model_name
+    raise click.UsageError(
+        f"several models are registered ({', '.join(registered)}): name one, "
+        f"e.g. `streamscore models list {registered[0]}` or --model {registered[0]}"
+    )
+
+
+def split_name_version(
+    ctx: click.Context, args: tuple[str, ...], model: str | None, version_required: bool
+) -> tuple[str | None, str | None]:
+    """``[NAME] VERSION`` (or ``[NAME]``) from the positional arguments and ``--model``."""
+    most = 2 if version_required else 1
+    if not (version_required <= len(args) <= most):
+        usage = "[NAME] VERSION" if version_required else "[NAME]"
+        raise click.UsageError(f"expected {usage}, got {' '.join(args) or 'nothing'}", ctx)
+    name = args[0] if len(args) == most else None
+    version = args[-1] if version_required else None
+    if name and model and name != model:
+        raise click.UsageError(f"model named twice: {name!r} and --model {model!r}", ctx)
+    return name or model, version
+
+
+model_option = click.option(
+    "--model", default=None, help="model name (the same as the NAME argument)"
+)
+
+
+@click.command(cls=StreamscoreCommand)
+@common_options
+@online_store_option
+@click.option("--name", default="fraud", show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--max-iter", type=int, help="boosting iterations (default: the example's)")
+def train(name: str, seed: int, max_iter: int | None, **options: Any) -> int:
+    """Point-in-time training set from Feast, train, register a candidate."""
+    from features.store import open_store
+    from models.training import TrainingConfig, train_model
+    from streams.lifecycle import registry_of
+    from streams.worker import online_store_config
+
+    logging.getLogger().setLevel(logging.INFO)
+    settings = build_settings(**options)
+    store = open_store(settings.feature_repo, online_store_config(settings))
+    registry = registry_of(settings)
+    config = TrainingConfig(max_iter=max_iter) if max_iter else TrainingConfig()
+    manifest = train_model(store, settings.data_dir, registry, name=name, seed=seed, config=config)
+    state = "champion" if registry.champion(name) == manifest.version else "candidate"
+    click.echo(
+        f"registered {manifest.name} v{manifest.version} as {state}: "
+        + ", ".join(f"{k}={manifest.metrics[k]:.4f}" for k in ("roc_auc", "pr_auc"))
+        + f"; data sha256 {manifest.lineage.data_sha256[:12]}, rows {manifest.lineage.rows}"
+    )
+    click.echo(f"next: streamscore models promote {manifest.version}  (or canary / shadow)")
+    return EXIT_OK
+
+
+@click.group(cls=StreamscoreGroup)
+def models() -> None:
+    """The registry and live rollout through control."""
+
+
+@models.command("list")
+@common_options
+@click.argument("name", required=False)
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def list_(name: str | None, model: str | None, as_json: bool, **options: Any) -> int:
+    """Versions, state, metrics and lineage (every model, or NAME's)."""
+    from models.rollout import GATE_METRICS
+    from streams import lifecycle
+
+    settings = build_settings(**options)
+    rows = lifecycle.list_models(settings, name or model)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return EXIT_OK
+    click.echo(f"{'model':<10} {'ver':>4} {'state':<10} metrics                     lineage")
+    for r in rows:
+        m = r["metrics"]
+        state = r["state"] + (f" {r['percent']:g}%" if "percent" in r else "")
+        shown = list(GATE_METRICS.get(r["task"], {})) or list(m)[:2]
+        figures = "  ".join(f"{k}={m[k]:.4f}" if k in m else f"{k}=-" for k in shown)
+        lin = r["lineage"]
+        click.echo(
+            f"{r['name']:<10} {r['version']:>4} {state:<10} {figures:<27} "
+            f"{lin['feature_service']} {lin['start'][:10]}..{lin['end'][:10]} "
+            f"rows={lin['rows']} data={lin['data_sha256']}"
+        )
+    return EXIT_OK
+
+
+@models.command()
+@common_options
+@click.argument("args", nargs=-1, metavar="[NAME] VERSION")
+@model_option
+@click.pass_context
+def show(ctx: click.Context, args: tuple[str, ...], model: str | None, **options: Any) -> int:
+    """The model card of one version."""
+    from streams import lifecycle
+
+    settings = build_settings(**options)
+    name, version = split_name_version(ctx, args, model, version_required=True)
+    assert version is not None
+    click.echo(lifecycle.show(settings, resolve_model(settings, name), version))
+    return EXIT_OK
+
+
+@models.command()
+@common_options
+@click.option("--onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+def register(onnx: Path, manifest: Path, **options: Any) -> int:
+    """Register an ONNX file with its manifest JSON as a candidate."""
+    from streams import lifecycle
+
+    registered = lifecycle.register(build_settings(**options), onnx, manifest)
+    click.echo(
+        f"registered {registered.name} v{registered.version} (sha256 {registered.sha256[:12]})"
+    )
+    return EXIT_OK
+
+
+def rollout_options(func: Any) -> Any:
+    func = click.option("--workers", type=int, help="return once this many workers applied it")(
+        func
+    )
+    func = click.option(
+        "--wait",
+        type=float,
+        default=10.0,
+        show_default=True,
+        help="seconds to wait for workers' acks (0: no)",
+    )(func)
+    func = click.option("--reason", help="why (required with --force; kept in the history)")(func)
+    func = model_option(func)
+    return common_options(func)
+
+
+def run_rollout(
+    ctx: click.Context,
+    action: str,
+    args: tuple[str, ...],
+    model: str | None,
+    reason: str | None,
+    wait: float,
+    workers: int | None,
+    options: dict[str, Any],
+    percent: float | None = None,
+    force: bool = False,
+) -> int:
+    from streams import lifecycle, stack
+
+    settings = build_settings(**options)
+    needs_version = action in ("promote", "canary", "shadow")
+    given, version = split_name_version(ctx, args, model, version_required=needs_version)
+    name = resolve_model(settings, given)
+    wait_workers = workers
+    if wait_workers is None:
+        # Wait for the workers `up` started; a deployment passes --workers N itself.
+        state_file = stack.StackState.load(stack.state_path(settings))
+        wait_workers = len(
+            [
+                w
+                for w in (state_file.workers if state_file else [])
+                if stack.worker_running(w) and w.get("role", "score") == "score"
+            ]
+        )
+    report = lifecycle.rollout(
+        settings,
+        name,
+        action,  # type: ignore[arg-type]
+        version=version,
+        percent=percent,
+        force=force,
+        reason=reason,
+        wait_workers=wait_workers or None,
+        wait_s=wait if wait_workers or workers is not None else 0.0,
+    )
+    state = report["state"]
+    canary = state["canary"]
+    click.echo(
+        f"{name} rollout #{state['seq']} ({action}) published: champion v{state['champion']}"
+        + (f", canary v{canary['version']} {canary['percent']:g}%" if canary else "")
+        + (f", shadow v{state['shadow']}" if state["shadow"] else "")
+    )
+    if report["gate"]:
+        click.echo(f"quality gate: {report['gate']}")
+    for ack in report["acks"]:
+        click.echo(f"  {ack['worker']}: {ack['event']} {ack['after_s']}s after issue")
+    if wait:
+        click.echo(f"{len(report['acks'])} worker(s) acknowledged within {report['waited_s']}s")
+    return EXIT_OK
+
+
+@models.command()
+@rollout_options
+@click.argument("args", nargs=-1, metavar="[NAME] VERSION")
+@click.option("--force", is_flag=True, help="override the quality gate")
+@click.pass_context
+def promote(ctx: click.Context, args: tuple[str, ...], force: bool, **kw: Any) -> int:
+    """Make VERSION the champion (quality gate first)."""
+    return run_rollout(ctx, "promote", args, force=force, **_split(kw))
+
+
+@models.command()
+@rollout_options
+@click.argument("args", nargs=-1, metavar="[NAME] VERSION")
+@click.option("--percent", type=float, required=True, help="share of entities, 0-100")
+@click.pass_context
+def canary(ctx: click.Context, args: tuple[str, ...], percent: float, **kw: Any) -> int:
+    """Route --percent of entities to VERSION (sticky by entity)."""
+    return run_rollout(ctx, "canary", args, percent=percent, **_split(kw))
+
+
+@models.command()
+@rollout_options
+@click.argument("args", nargs=-1, metavar="[NAME] VERSION")
+@click.pass_context
+def shadow(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
+    """Score every event with VERSION too, to predictions-shadow."""
+    return run_rollout(ctx, "shadow", args, **_split(kw))
+
+
+@models.command()
+@rollout_options
+@click.argument("args", nargs=-1, metavar="[NAME]")
+@click.pass_context
+def rollback(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
+    """Back to the previous champion (stops canary and shadow)."""
+    return run_rollout(ctx, "rollback", args, **_split(kw))
+
+
+@models.command("canary-off")
+@rollout_options
+@click.argument("args", nargs=-1, metavar="[NAME]")
+@click.pass_context
+def canary_off(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
+    """Stop the canary."""
+    return run_rollout(ctx, "clear-canary", args, **_split(kw))
+
+
+@models.command("shadow-off")
+@rollout_options
+@click.argument("args", nargs=-1, metavar="[NAME]")
+@click.pass_context
+def shadow_off(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
+    """Stop the shadow."""
+    return run_rollout(ctx, "clear-shadow", args, **_split(kw))
+
+
+def _split(kw: dict[str, Any]) -> dict[str, Any]:
+    """The rollout options apart from the settings options (--home, --bootstrap-servers)."""
+    mine = {k: kw.pop(k) for k in ("model", "reason", "wait", "workers")}
+    return mine | {"options": kw}

@@ -1,0 +1,139 @@
+"""The command line on Click: every command and flag the README and the tests use
+parses, user errors are one line with exit code 2, model names are taken one way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import pytest
+
+from streams.cli import cli, main
+from streams.cli.models import resolve_model, split_name_version
+from streams.settings import Settings
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("STREAMSCORE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("STREAMSCORE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def parse(*argv: str) -> dict:
+    """The parameters a command line resolves to, without running it."""
+    command: click.Command = cli
+    args = list(argv)
+    while isinstance(command, click.Group):
+        name = args.pop(0)
+        found = command.get_command(click.Context(command), name)
+        assert found is not None, f"no command {name!r}"
+        command = found
+    return command.make_context(" ".join(argv[:1]), args).params
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["up", "--broker", "external", "--online-store", "redis", "--workers", "2"],
+        ["up", "--timeout", "60", "--home", "/tmp/x", "--bootstrap-servers", "h:1"],
+        ["down"],
+        ["status", "--json"],
+        ["worker", "--role", "feedback", "--online-store", "sqlite"],
+        ["bootstrap", "--online-store", "redis"],
+        ["produce", "--n", "10", "--rate", "5", "--seed", "3", "--labels"],
+        ["produce", "--flip-labels", "0.3", "--drift", "amount=3", "--drift", "x=2"],
+        ["produce", "--unknown-user-rate", "0.1"],
+        ["tail", "predictions", "--n", "5", "--idle", "20", "--latest"],
+        ["audit", "--idle", "3", "--since", "15m", "--until", "1d", "--json"],
+        ["bench", "--quick", "--subjects", "framework", "--workers", "2", "--json", "x.json"],
+        ["train", "--name", "fraud", "--seed", "7", "--max-iter", "10"],
+        ["models", "list", "--json"],
+        ["models", "list", "fraud"],
+        ["models", "show", "fraud", "2"],
+        ["models", "show", "2"],
+        ["models", "register", "--onnx", __file__, "--manifest", __file__],
+        ["models", "promote", "2", "--force", "--reason", "why", "--wait", "0"],
+        ["models", "canary", "fraud", "2", "--percent", "10", "--workers", "1"],
+        ["models", "shadow", "3", "--model", "fraud"],
+        ["models", "rollback"],
+        ["models", "rollback", "fraud"],
+        ["models", "canary-off"],
+        ["models", "shadow-off", "fraud"],
+    ],
+)
+def test_every_documented_command_line_parses(argv: list[str]) -> None:
+    parse(*argv)
+
+
+def test_produce_drift_is_repeatable_and_bench_rate_is_an_alias() -> None:
+    assert parse("produce", "--drift", "amount=3", "--drift", "x=2")["drift"] == (
+        "amount=3",
+        "x=2",
+    )
+    assert parse("bench", "--rate", "200")["latency_rate"] == 200.0
+
+
+def test_name_and_version_are_taken_one_way() -> None:
+    ctx = click.Context(cli)
+    assert split_name_version(ctx, ("2",), None, version_required=True) == (None, "2")
+    assert split_name_version(ctx, ("eta", "2"), None, version_required=True) == ("eta", "2")
+    assert split_name_version(ctx, ("2",), "eta", version_required=True) == ("eta", "2")
+    assert split_name_version(ctx, ("eta",), None, version_required=False) == ("eta", None)
+    assert split_name_version(ctx, (), None, version_required=False) == (None, None)
+    with pytest.raises(click.UsageError, match=r"expected \[NAME\] VERSION"):
+        split_name_version(ctx, (), None, version_required=True)
+    with pytest.raises(click.UsageError, match="model named twice"):
+        split_name_version(ctx, ("eta", "2"), "fraud", version_required=True)
+
+
+def _fake_version(home: Path, name: str) -> None:
+    folder = home / "registry" / name / "1"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+
+
+def test_the_model_name_is_optional_only_when_it_is_unambiguous(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resolve_model(Settings(), None) == "fraud"  # nothing registered: the setting
+    _fake_version(home, "eta")
+    assert resolve_model(Settings(), None) == "eta"  # the only one registered
+    _fake_version(home, "fraud")
+    with pytest.raises(click.UsageError, match=r"several models are registered \(eta, fraud\)"):
+        resolve_model(Settings(), None)
+    assert resolve_model(Settings(), "fraud") == "fraud"
+    monkeypatch.setenv("STREAMSCORE_MODEL_NAME", "eta")
+    assert resolve_model(Settings(), None) == "eta"
+
+
+def test_a_user_error_is_one_line_naming_the_command_exit_2(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "show", "fraud", "9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamscore models show: ") and "Traceback" not in err
+    assert "'fraud'" in err and "9" in err
+
+
+def test_usage_errors_exit_2_and_name_the_option(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["produce", "--drift", "amount"]) == 2
+    assert "--drift" in capsys.readouterr().err
+    assert main(["models", "promote"]) == 2
+    assert "[NAME] VERSION" in capsys.readouterr().err
+    assert main(["nonsense"]) == 2
+    assert main(["bench", "--subjects", "flink"]) == 2
+    assert "unknown subjects ['flink']" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("up", "produce", "models", "audit", "bench"))
+    assert main(["models", "promote", "--help"]) == 0
+    assert "[NAME] VERSION" in capsys.readouterr().out

@@ -16,17 +16,21 @@ with ``<w>`` = ``<n>s|m|h|d`` (``1h``, ``24h``, ``30m``).
 Semantics (one definition for serving and training):
 
 * A row stamped ``s`` describes the entity's events with time ``t < s``; a window
-  ``w`` covers ``s - w <= t < s``. (So there is no "seconds since the previous event":
-  a row's value would be "as of its stamp", 1 ms, not as of the event scored with it.)
-* After events at time ``t`` the worker writes the row stamped ``t + 1 ms`` (the first
-  instant after them, at the contract's millisecond resolution), to the online and the
-  offline store alike. An event at ``t`` may only be scored with a row stamped ``<= t``
-  (so it never sees itself or later events: no leakage); Feast's point-in-time join of
-  training picks exactly that row, the latest stamped ``<= t``.
+  ``w`` covers ``s - w <= t < s``.
+* Rows are written at every *change point*: ``t + 1 ms`` after each event (it enters
+  every window; 1 ms is the contract's resolution) and ``t + w + 1 ms`` (it leaves
+  window ``w``), each once the clock has passed it. So the newest row of an entity is
+  exact until its next change point, whenever it is read: a user idle for an hour is
+  served "0 in the last 10 minutes", not the count of an hour ago. Online and offline
+  receive the same rows.
+* An event at ``t`` may only be scored with a row stamped ``<= t`` (so it never sees
+  itself or later events: no leakage; :mod:`features.freshness` enforces it at
+  serving); Feast's point-in-time join of training picks exactly that row, the latest
+  stamped ``<= t``.
 * Lateness is per entity: an event older than the newest event time the entity has
   seen minus ``lateness_s`` is too late: counted and ignored (it was still scored;
   only the aggregates leave it out). An event within the lateness is inserted where
-  it belongs and every row it changes (those stamped after it) is written again, with
+  it belongs and every row already written that it changes is written again, with
   a newer ``created`` timestamp, so point-in-time joins prefer the corrected row.
 * An event id already held in the state is a duplicate (a redelivery after a restart):
   counted, never added twice.
@@ -54,6 +58,8 @@ __all__ = [
     "Update",
     "parse_feature",
     "apply_observations",
+    "change_points",
+    "next_due",
     "row_at",
     "batch_rows",
     "ROW_OFFSET_MS",
@@ -152,12 +158,35 @@ class Update:
 
 
 def empty_state() -> dict[str, Any]:
-    # JSON-friendly: it lives in a changelog-backed table.
-    return {"events": [], "watermark_ms": None, "online_us": 0}
+    # JSON-friendly: it lives in a changelog-backed table. ``emitted_ms``: every change
+    # point up to it has been written; ``online_us``: stamp of the last online row.
+    return {"events": [], "watermark_ms": None, "emitted_ms": None, "online_us": 0}
 
 
 def _to_datetime_us(us: int) -> datetime:
     return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
+
+
+def change_points(view: StreamingView, times: Iterable[int]) -> set[int]:
+    """Stamps where a row differs from the one before: just after each event (it enters
+    every window) and just after it leaves each window."""
+    windows = {a.window_ms for a in view.aggregates if a.window_ms}
+    out: set[int] = set()
+    for t in times:
+        out.add(t + ROW_OFFSET_MS)
+        out.update(t + w + ROW_OFFSET_MS for w in windows)
+    return out
+
+
+def next_due(view: StreamingView, state: Mapping[str, Any]) -> int | None:
+    """The first change point of ``state`` not written yet (None: nothing pending)."""
+    emitted = state.get("emitted_ms")
+    pending = [
+        c
+        for c in change_points(view, (e[0] for e in state["events"]))
+        if emitted is None or c > emitted
+    ]
+    return min(pending) if pending else None
 
 
 def row_at(
@@ -192,20 +221,21 @@ def apply_observations(
     lateness_ms: int,
     now_us: int,
 ) -> Update:
-    """Fold ``observations`` (in arrival order) into one entity's ``state``.
+    """Fold ``observations`` (in arrival order, possibly none) into one entity's ``state``
+    and write every change point up to ``now_us`` (epoch microseconds, the clock).
 
     Returns the new state and the rows to write: for the offline store one row per
-    distinct stamp that changed, for the online store the newest row. ``now_us`` is
-    the ``created`` time of the rows (epoch microseconds): a correction must be newer
-    than the row it corrects.
+    change point that is new (up to now) or that a late event changed (a correction),
+    for the online store the newest row when it changed. ``now_us`` is also the rows'
+    ``created`` time: a correction is newer than the row it corrects.
     """
     st = dict(state) if state else empty_state()
     events: list[list[Any]] = [list(e) for e in st["events"]]
     ids = {e[1] for e in events}
     watermark: int | None = st["watermark_ms"]
+    emitted: int | None = st.get("emitted_ms")
     update = Update(state={}, rows=[], online_row=None)
     changed_from: int | None = None
-    accepted_times: set[int] = set()
     for obs in observations:
         if obs.event_id in ids:
             update.duplicate += 1
@@ -218,41 +248,54 @@ def apply_observations(
         bisect.insort(events, item, key=lambda e: (e[0], e[1]))
         ids.add(obs.event_id)
         update.accepted += 1
-        accepted_times.add(obs.t_ms)
         watermark = obs.t_ms if watermark is None else max(watermark, obs.t_ms)
         changed_from = obs.t_ms if changed_from is None else min(changed_from, obs.t_ms)
 
-    online_us: int = st["online_us"]
-    if update.accepted:
-        assert watermark is not None and changed_from is not None
-        # Rows of every stamp at or after the earliest new event changed.
-        stamps = sorted({e[0] + ROW_OFFSET_MS for e in events if e[0] >= changed_from})
-        created = _to_datetime_us(now_us)
-        for stamp in stamps:
-            row = {
+    now_ms = now_us // 1000
+    points = change_points(view, (e[0] for e in events))
+    new = {c for c in points if (emitted is None or c > emitted) and c <= now_ms}
+    corrections: set[int] = set()
+    if changed_from is not None and emitted is not None:
+        # Rows already written at or after a new event's entry changed.
+        first = changed_from + ROW_OFFSET_MS
+        corrections = {c for c in points if first <= c <= emitted}
+    created = _to_datetime_us(now_us)
+    for stamp in sorted(new | corrections):
+        update.rows.append(
+            {
                 view.entity_key: entity,
                 "event_timestamp": _to_datetime_us(stamp * 1000),
                 **row_at(view, events, stamp),
                 "created": created,
             }
-            update.rows.append(row)
-            if stamp - ROW_OFFSET_MS not in accepted_times:
-                update.corrected += 1
-        newest = update.rows[-1]
-        stamp_us = (watermark + ROW_OFFSET_MS) * 1000
-        # Redis keeps a row only if it is strictly newer than the stored one: a corrected
-        # newest row goes online a microsecond later than the row it replaces.
-        if stamp_us <= online_us:
-            stamp_us = online_us + 1
-        online_us = stamp_us
-        update.online_row = newest | {"event_timestamp": _to_datetime_us(stamp_us)}
-        # Forget what no row can need again: older than horizon + lateness before the newest.
-        keep_from = watermark - lateness_ms - view.horizon_ms
-        cut = bisect.bisect_left([e[0] for e in events], keep_from)
+        )
+    update.corrected = len(corrections)
+    online_us: int = st["online_us"]
+    if update.rows:
+        emitted = now_ms if emitted is None else max(emitted, now_ms)
+        latest = max(c for c in points if c <= emitted)
+        latest_us = latest * 1000
+        if latest in new or latest in corrections:
+            newest = next(
+                r for r in update.rows if r["event_timestamp"] == _to_datetime_us(latest_us)
+            )
+            # Redis keeps a row only if it is strictly newer than the stored one: a
+            # corrected newest row goes online a microsecond after the one it replaces.
+            stamp_us = latest_us if latest_us > online_us else online_us + 1
+            online_us = stamp_us
+            update.online_row = newest | {"event_timestamp": _to_datetime_us(stamp_us)}
+    elif emitted is None or now_ms > emitted:
+        emitted = now_ms if emitted is None else max(emitted, now_ms)
+    if watermark is not None and emitted is not None:
+        # Forget what no row can need again: every change point of the event is written
+        # and no event within the lateness can fall in a window that holds it.
+        cut_before = min(watermark - lateness_ms, emitted) - view.horizon_ms - ROW_OFFSET_MS
+        cut = bisect.bisect_left([e[0] for e in events], cut_before)
         events = events[cut:]
     update.state = {
         "events": events,
         "watermark_ms": watermark,
+        "emitted_ms": emitted,
         "online_us": online_us,
     }
     return update
@@ -262,39 +305,51 @@ def batch_rows(
     view: StreamingView,
     events: pd.DataFrame,
     time_column: str = "event_timestamp",
-    created: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """The batch computation: per event, the entity's row stamped ``t + 1 ms`` over the whole
-    history (no lateness: every event counts). One row per (entity, stamp), in stamp order.
+    """The batch computation: the entity's row at every change point of a whole history
+    (no lateness, no clock: every event counts, every change point is written). One row
+    per (entity, stamp), in stamp order; ``created`` is the stamp.
 
     ``events`` holds the join key column, ``time_column`` (datetime) and the view's fields.
     Vectorised with sorted keys and cumulative sums, independently of the streaming code
-    above, which the parity tests compare it with. ``created`` defaults to the stamp.
+    above, which the parity tests compare it with.
     """
     key = view.entity_key
-    t_ms = (
-        pd.to_datetime(events[time_column], utc=True).astype("int64").to_numpy() // 1_000_000
-    ).astype(np.int64)
+    ts = pd.to_datetime(events[time_column], utc=True).astype("datetime64[ns, UTC]")
+    t_ms = (ts.astype("int64").to_numpy() // 1_000_000).astype(np.int64)
     frame = pd.DataFrame({key: events[key].astype(str).to_numpy(), "t": t_ms})
     for f in view.fields:
         frame[f] = pd.to_numeric(events[f], errors="coerce").fillna(0.0).to_numpy(np.float64)
     frame = frame.sort_values([key, "t"], kind="stable").reset_index(drop=True)
-    _, group_idx = np.unique(frame[key].to_numpy(), return_inverse=True)
+    if frame.empty:
+        return pd.DataFrame(columns=[key, "event_timestamp", *view.features, "created"])
+    names, g = np.unique(frame[key].to_numpy(), return_inverse=True)
     t = frame["t"].to_numpy()
-    span = int(t.max() - t.min()) + view.horizon_ms + 2 * ROW_OFFSET_MS + 1 if len(t) else 1
-    base = group_idx.astype(np.int64) * span
-    sort_key = base + (t - (t.min() if len(t) else 0)) + view.horizon_ms + ROW_OFFSET_MS
-    # One row per distinct (entity, time): the row stamped t + 1 ms.
-    last_of_stamp = np.r_[sort_key[1:] != sort_key[:-1], True]
-    stamp_key = sort_key + ROW_OFFSET_MS
-    end = np.searchsorted(sort_key, stamp_key, side="left")  # events with t < stamp
-    group_start = np.searchsorted(sort_key, base, side="left")
-    out: dict[str, Any] = {key: frame[key].to_numpy()}
-    out["event_timestamp"] = pd.to_datetime((t + ROW_OFFSET_MS) * 1000, unit="us", utc=True)
+    t_min = int(t.min())
+    horizon = view.horizon_ms
+    span = int(t.max()) - t_min + 2 * horizon + 4 * ROW_OFFSET_MS + 1
+
+    def sort_key(group: np.ndarray, times: np.ndarray) -> np.ndarray:
+        # Each entity's keys in a range of their own, shifted so a window start stays in it.
+        return group.astype(np.int64) * span + (times - t_min) + horizon + ROW_OFFSET_MS
+
+    event_key = sort_key(g, t)
+    windows = sorted({a.window_ms for a in view.aggregates if a.window_ms})
+    offsets = [ROW_OFFSET_MS] + [w + ROW_OFFSET_MS for w in windows]
+    stamps = pd.DataFrame(
+        {"g": np.tile(g, len(offsets)), "s": np.concatenate([t + o for o in offsets])}
+    ).drop_duplicates()
+    stamps = stamps.sort_values(["g", "s"], kind="stable")
+    sg, s_ms = stamps["g"].to_numpy(), stamps["s"].to_numpy()
+    stamp_key = sort_key(sg, s_ms)
+    group_start = np.searchsorted(event_key, sg.astype(np.int64) * span, side="left")
+    end = np.searchsorted(event_key, stamp_key, side="left")  # events with t < stamp
+    out: dict[str, Any] = {key: names[sg]}
+    out["event_timestamp"] = pd.to_datetime(s_ms * 1000, unit="us", utc=True)
     cumsums = {f: np.r_[0.0, np.cumsum(frame[f].to_numpy())] for f in view.fields}
     for agg in view.aggregates:
         assert agg.window_ms is not None
-        start = np.searchsorted(sort_key, stamp_key - agg.window_ms, side="left")
+        start = np.searchsorted(event_key, stamp_key - agg.window_ms, side="left")
         start = np.maximum(start, group_start)
         if agg.kind == "count":
             out[agg.feature] = (end - start).astype(np.int64)
@@ -304,8 +359,8 @@ def batch_rows(
         else:
             column = frame[agg.field].to_numpy()
             out[agg.feature] = np.array(
-                [column[s:e].max() if e > s else np.nan for s, e in zip(start, end, strict=True)]
+                [column[a:b].max() if b > a else np.nan for a, b in zip(start, end, strict=True)]
             )
-    rows = pd.DataFrame(out).loc[last_of_stamp].reset_index(drop=True)
-    rows["created"] = created if created is not None else rows["event_timestamp"]
+    rows = pd.DataFrame(out)
+    rows["created"] = rows["event_timestamp"]
     return rows.sort_values(["event_timestamp", key], kind="stable").reset_index(drop=True)

@@ -21,6 +21,9 @@ Flow, in a process and consumer group of its own (``<consumer_group>-features``)
    (retried forever with back-off while the store is down: the worker never dies of
    it, its input waits), then stores the new states, publishes the invalidations and
    acks.
+3. ``expire``, a timer every ``feature_batch_wait_s``, writes the rows of entities that
+   saw no event but whose windows changed since (an event left a window: see the change
+   points of :mod:`features.aggregates`), so an idle entity's online row stays exact.
 
 Restarts: the state is recovered from its changelog. An observation consumed again
 (its offset was not committed) is either not in the recovered state, then the same
@@ -38,7 +41,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,7 +49,7 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
-from features.aggregates import Observation, StreamingView, apply_observations
+from features.aggregates import Observation, StreamingView, apply_observations, next_due
 from features.store import open_store
 from features.streaming import FeastPushWriter, retry_forever, streaming_views
 from streams import metrics
@@ -63,6 +66,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY_SEPARATOR = "/"
+#: How often the timer rebuilds its index of pending change points from the table.
+RESCAN_S = 30.0
 #: Upper bound of the back-off between retries of a refused observation record.
 SEND_RETRY_MAX_S = 5.0
 
@@ -109,16 +114,51 @@ class FeatureAggregator:
         table: Any,
         lateness_s: float,
         retry_max_s: float,
+        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
         self.views = {v.name: v for v in views}
         self.writer = writer
         self.table = table
         self.lateness_ms = int(lateness_s * 1000)
         self.retry_max_s = retry_max_s
+        self.clock_us = clock_us
+        # One batch or tick at a time: both read a state, write rows, then store it.
+        self._lock = asyncio.Lock()
+        # table key -> its next change point (epoch ms) not written yet; rebuilt from the
+        # table every RESCAN_S (after a restart or a rebalance the table holds other keys).
+        self._due: dict[bytes, int] = {}
+        self._scanned_at: float | None = None
+
+    async def tick(self) -> list[tuple[bytes, bytes]]:
+        """Write the change points the clock has passed (windows an event has left) for
+        entities that saw no event since; return the ``feature-updates`` records."""
+        async with self._lock:
+            if self._scanned_at is None or time.monotonic() - self._scanned_at > RESCAN_S:
+                self._due = {}
+                for table_key, raw in list(self.table.items()):
+                    view_name = table_key.decode().split(KEY_SEPARATOR, 1)[0]
+                    if view_name in self.views:
+                        due = next_due(self.views[view_name], decode(raw))
+                        if due is not None:
+                            self._due[table_key] = due
+                self._scanned_at = time.monotonic()
+            now_ms = self.clock_us() // 1000
+            grouped: dict[tuple[str, str], list[Observation]] = {}
+            for table_key, due in self._due.items():
+                if due <= now_ms:
+                    view_name, entity = table_key.decode().split(KEY_SEPARATOR, 1)
+                    grouped[(view_name, entity)] = []
+            if not grouped:
+                return []
+            return await self._advance(grouped, {})
 
     async def process(self, values: Sequence[bytes | None]) -> list[tuple[bytes, bytes]]:
         """Aggregate, write (retrying while the store is down), store the states; return
         the ``feature-updates`` records to publish."""
+        async with self._lock:
+            return await self._process(values)
+
+    async def _process(self, values: Sequence[bytes | None]) -> list[tuple[bytes, bytes]]:
         grouped: dict[tuple[str, str], list[Observation]] = defaultdict(list)
         sent_ms: dict[tuple[str, str], list[float]] = defaultdict(list)
         for raw in values:
@@ -137,7 +177,14 @@ class FeatureAggregator:
             grouped[key].append(obs)
             if item.get("kafka_ms") is not None:
                 sent_ms[key].append(float(item["kafka_ms"]))
-        now_us = time.time_ns() // 1000
+        return await self._advance(grouped, sent_ms)
+
+    async def _advance(
+        self,
+        grouped: Mapping[tuple[str, str], Sequence[Observation]],
+        sent_ms: Mapping[tuple[str, str], list[float]],
+    ) -> list[tuple[bytes, bytes]]:
+        now_us = self.clock_us()
         states: dict[bytes, bytes] = {}
         offline: dict[str, list[dict[str, Any]]] = defaultdict(list)
         online: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -156,13 +203,19 @@ class FeatureAggregator:
                 self.lateness_ms,
                 now_us,
             )
+            due = next_due(view, update.state)
+            if due is None:
+                self._due.pop(table_key, None)
+            else:
+                self._due[table_key] = due
             for outcome in ("accepted", "duplicate", "too_late"):
                 n = getattr(update, outcome)
                 if n:
                     metrics.FEATURE_EVENTS.labels(view_name, outcome).inc(n)
+            if update.accepted or update.rows:
+                states[table_key] = encode(update.state)
             if not update.rows:
                 continue
-            states[table_key] = encode(update.state)
             offline[view_name] += update.rows
             corrected[view_name] += update.corrected
             if update.online_row is not None:
@@ -263,6 +316,15 @@ def build_features_app(
             await send_best_effort(send, updates_topic, updates)
             for event in batch:
                 await inputs.ack(event)
+
+    @app.timer(settings.feature_batch_wait_s)
+    async def expire() -> None:
+        # Not while partitions move: the table is being restored from its changelog and
+        # a state written now would be overwritten by an older one.
+        if app.rebalancing or app.in_recovery or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+            return
+        updates = await aggregator.tick()
+        await send_best_effort(faust_send(app.producer), updates_topic, updates)
 
     register_lag_monitor(app)
     mark_ready_on_rebalance(app, ready)

@@ -15,6 +15,7 @@ from features.aggregates import (
     StreamingView,
     apply_observations,
     batch_rows,
+    next_due,
     parse_feature,
 )
 
@@ -51,45 +52,73 @@ def test_feature_names_parse_and_bad_ones_are_named() -> None:
         parse_feature("txn_count_0h")
 
 
+def us(ms: int) -> int:
+    return ms * 1000
+
+
 def test_a_row_includes_only_events_before_its_stamp() -> None:
-    first = apply_observations(VIEW, None, "u1", [obs(1, T0, 10.0)], 0, 1)
+    first = apply_observations(VIEW, None, "u1", [obs(1, T0, 10.0)], 0, us(T0 + 5))
     assert first.accepted == 1
     (row,) = first.rows
     # The row stamped 1 ms after the event: the event is in it...
     assert row["event_timestamp"] == datetime.fromtimestamp((T0 + 1) / 1000, UTC)
     assert row["txn_count_1h"] == 1 and row["amount_sum_1h"] == 10.0
     # ...and an event at T0 may only use rows stamped <= T0, which do not contain it.
-    second = apply_observations(VIEW, first.state, "u1", [obs(2, T0 + H // 2, 5.0)], 0, 2)
-    (row2,) = second.rows
-    assert row2["txn_count_1h"] == 2 and row2["amount_sum_1h"] == 15.0
-    third = apply_observations(VIEW, second.state, "u1", [obs(3, T0 + 2 * H, 1.0)], 0, 3)
-    (row3,) = third.rows
+    second = apply_observations(
+        VIEW, first.state, "u1", [obs(2, T0 + H // 2, 5.0)], 0, us(T0 + H // 2 + 5)
+    )
+    # The first event left the 10 minute window on the way: that row is written too.
+    assert [r["txn_count_10m"] for r in second.rows] == [0, 1]
+    assert [r["txn_count_1h"] for r in second.rows] == [1, 2]
+    assert second.online_row is not None and second.online_row["amount_sum_1h"] == 15.0
+    third = apply_observations(
+        VIEW, second.state, "u1", [obs(3, T0 + 2 * H, 1.0)], 0, us(T0 + 2 * H + 5)
+    )
+    row3 = third.rows[-1]
     # Window [s - 1h, s): only the third event; the 24h window still holds all three.
     assert row3["txn_count_1h"] == 1 and row3["txn_count_24h"] == 3
     assert row3["amount_max_1h"] == 1.0
     assert third.online_row is not None and third.online_row["txn_count_24h"] == 3
 
 
+def test_an_idle_entity_is_brought_up_to_date_by_the_clock_alone() -> None:
+    state = apply_observations(VIEW, None, "u1", [obs(1, T0, 3.0)], 0, us(T0 + 1)).state
+    assert next_due(VIEW, state) == T0 + 10 * 60_000 + 1
+    nothing = apply_observations(VIEW, state, "u1", [], 0, us(T0 + 60_000))
+    assert nothing.rows == [] and nothing.online_row is None
+    later = apply_observations(VIEW, nothing.state, "u1", [], 0, us(T0 + 2 * H))
+    # Left the 10 minute window, then the hour: two rows, the newest one online.
+    assert [(r["txn_count_10m"], r["txn_count_1h"]) for r in later.rows] == [(0, 1), (0, 0)]
+    assert later.online_row is not None
+    assert later.online_row["txn_count_24h"] == 1 and later.online_row["amount_sum_1h"] == 0.0
+    assert next_due(VIEW, later.state) == T0 + 24 * H + 1
+
+
 def test_late_event_within_lateness_corrects_later_rows_and_later_ones_are_ignored() -> None:
-    state = apply_observations(VIEW, None, "u1", [obs(1, T0, 1.0), obs(2, T0 + 60_000, 2.0)], 0, 1)
-    late = apply_observations(VIEW, state.state, "u1", [obs(3, T0 + 30_000, 4.0)], 120_000, 2)
+    state = apply_observations(
+        VIEW, None, "u1", [obs(1, T0, 1.0), obs(2, T0 + 60_000, 2.0)], 0, us(T0 + 60_001)
+    )
+    late = apply_observations(
+        VIEW, state.state, "u1", [obs(3, T0 + 30_000, 4.0)], 120_000, us(T0 + 60_002)
+    )
     assert (late.accepted, late.too_late) == (1, 0)
     # Its own row and the row after it (which now includes it) are written again.
     assert [r["txn_count_1h"] for r in late.rows] == [2, 3]
-    assert late.corrected == 1
+    assert late.corrected == 2
     assert late.online_row is not None and late.online_row["amount_sum_1h"] == 7.0
     # Written online strictly later than the row it replaces (Redis keeps newer rows only).
-    assert late.online_row["event_timestamp"] > state.online_row["event_timestamp"]  # type: ignore[index]
+    assert state.online_row is not None
+    assert late.online_row["event_timestamp"] > state.online_row["event_timestamp"]
     too_late = apply_observations(
-        VIEW, late.state, "u1", [obs(4, T0 - 10 * 60_000, 8.0)], 120_000, 3
+        VIEW, late.state, "u1", [obs(4, T0 - 10 * 60_000, 8.0)], 120_000, us(T0 + 60_003)
     )
     assert (too_late.accepted, too_late.too_late, too_late.rows) == (0, 1, [])
-    assert too_late.state == late.state
+    assert too_late.state["events"] == late.state["events"]
 
 
 def test_a_redelivered_event_is_not_counted_twice() -> None:
-    first = apply_observations(VIEW, None, "u1", [obs(1, T0, 3.0)], 0, 1)
-    again = apply_observations(VIEW, first.state, "u1", [obs(1, T0, 3.0)], 0, 2)
+    first = apply_observations(VIEW, None, "u1", [obs(1, T0, 3.0)], 0, us(T0 + 1))
+    again = apply_observations(VIEW, first.state, "u1", [obs(1, T0, 3.0)], 0, us(T0 + 1))
     assert (again.accepted, again.duplicate, again.rows) == (0, 1, [])
     assert again.state == first.state
 
@@ -97,10 +126,13 @@ def test_a_redelivered_event_is_not_counted_twice() -> None:
 def test_state_is_bounded_by_horizon_plus_lateness() -> None:
     state = None
     for i in range(50):
-        state = apply_observations(VIEW, state, "u1", [obs(i, T0 + i * H, 1.0)], 60_000, i).state
+        now = us(T0 + i * H + 1)
+        state = apply_observations(VIEW, state, "u1", [obs(i, T0 + i * H, 1.0)], 60_000, now).state
     assert state is not None
     assert len(state["events"]) <= 26  # 24 h window (+ lateness) at one event an hour
-    row = apply_observations(VIEW, state, "u1", [obs(99, T0 + 60 * H, 1.0)], 60_000, 99).rows[-1]
+    row = apply_observations(
+        VIEW, state, "u1", [obs(99, T0 + 60 * H, 1.0)], 60_000, us(T0 + 60 * H + 1)
+    ).rows[-1]
     assert (row["txn_count_1h"], row["txn_count_24h"]) == (1, 14)  # events 37..49 and it
 
 
@@ -121,15 +153,16 @@ def _history(seed: int, n: int) -> pd.DataFrame:
 
 
 def _stream(history: pd.DataFrame, lateness_ms: int, seed: int) -> pd.DataFrame:
-    """Feed the events shuffled within the lateness, in random batches; keep the newest
-    row per (entity, stamp), as Feast's point-in-time join does with ``created``."""
+    """Feed the events shuffled within the lateness, in random batches, with the clock
+    at their arrival; let time pass; keep the newest row per (entity, stamp), as Feast's
+    point-in-time join does with ``created``."""
     rng = random.Random(seed)
     t_ms = history["event_timestamp"].astype("int64").to_numpy() // 1_000_000
-    jitter = [t + rng.uniform(0, lateness_ms) for t in t_ms]  # arrival order
-    order = sorted(range(len(history)), key=lambda i: jitter[i])
+    arrival = [t + rng.uniform(0, lateness_ms) for t in t_ms]
+    order = sorted(range(len(history)), key=lambda i: arrival[i])
     states: dict[str, dict] = {}
     rows: list[dict] = []
-    now = 0
+    clock_us = 0
     i = 0
     while i < len(order):
         size = rng.randint(1, 20)
@@ -141,16 +174,19 @@ def _stream(history: pd.DataFrame, lateness_ms: int, seed: int) -> pd.DataFrame:
             by_user.setdefault(r["user_id"], []).append(
                 Observation(r["event_id"], int(t_ms[j]), {"amount": float(r["amount"])})
             )
+        # The worker's clock: the arrival of the batch's last event, never backwards.
+        clock_us = max(clock_us + 1, int(arrival[batch[-1]] * 1000))
         for user, observations in by_user.items():
-            now += 1
             update = apply_observations(
-                VIEW, states.get(user), user, observations, lateness_ms, now
+                VIEW, states.get(user), user, observations, lateness_ms, clock_us
             )
             assert update.too_late == 0
             states[user] = update.state
             rows += update.rows
+    for user, state in states.items():  # time passes: every change point is written
+        rows += apply_observations(VIEW, state, user, [], lateness_ms, clock_us + 10**13).rows
     frame = pd.DataFrame(rows)
-    frame = frame.sort_values("created").drop_duplicates(
+    frame = frame.sort_values("created", kind="stable").drop_duplicates(
         ["user_id", "event_timestamp"], keep="last"
     )
     return frame.sort_values(["event_timestamp", "user_id"], kind="stable").reset_index(drop=True)

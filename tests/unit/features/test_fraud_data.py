@@ -110,11 +110,13 @@ def test_merchant_fraud_rate_only_uses_labels_known_before_the_snapshot(
 def test_stream_history_counts_the_hour_before(small_data: OfflineData) -> None:
     tx = pd.read_parquet(small_data.transactions)
     stream = pd.read_parquet(small_data.user_stream_stats)
-    # One row per user and distinct transaction time, stamped 1 ms after it.
-    assert len(stream) == len(tx.drop_duplicates(["user_id", "event_timestamp"]))
-    shifted = stream.event_timestamp - timedelta(milliseconds=1)
-    stamps = set(zip(stream.user_id, shifted, strict=True))
-    assert stamps == set(zip(tx.user_id, tx.event_timestamp, strict=True))
+    # A row 1 ms after each transaction (it entered the windows), and 1 ms after it left
+    # each window (10 minutes, 1 hour, 24 hours later): the change points.
+    stamps = set(zip(stream.user_id, stream.event_timestamp, strict=True))
+    for offset in (timedelta(0), timedelta(minutes=10), timedelta(hours=1), timedelta(hours=24)):
+        shifted = tx.event_timestamp + offset + timedelta(milliseconds=1)
+        assert set(zip(tx.user_id, shifted, strict=True)) <= stamps
+    assert len(stamps) == len(stream)
     row = stream.sort_values("txn_count_1h").iloc[-1]
     mine = tx[
         (tx.user_id == row.user_id)

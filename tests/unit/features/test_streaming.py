@@ -57,7 +57,10 @@ async def test_pushed_rows_are_served_online_and_joined_point_in_time(
     writer = FeastPushWriter(store)
     t0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
     observations = [Observation(f"e{i}", t0 + i * 1000, {"amount": 2.0}) for i in range(5)]
-    update = apply_observations(USER_STREAM_VIEW, None, "new-user", observations, 0, 1)
+    update = apply_observations(
+        USER_STREAM_VIEW, None, "new-user", observations, 0, (t0 + 4001) * 1000
+    )
+    assert update.online_row is not None
     await writer.write(USER_STREAM_VIEW, update.rows, [update.online_row])
     source = FeastOnlineSource(store)
     try:
@@ -92,7 +95,8 @@ async def test_an_unwritable_offline_store_is_unavailable_not_a_crash(
     apply_repo(repo, online)
     writer = FeastPushWriter(open_store(repo, online))
     (repo / "data" / "user_stream_stats.parquet").unlink()
-    update = apply_observations(USER_STREAM_VIEW, None, "u", [Observation("e", 1, {})], 0, 1)
+    update = apply_observations(USER_STREAM_VIEW, None, "u", [Observation("e", 1, {})], 0, 2000)
+    assert update.online_row is not None
     try:
         with pytest.raises(FeatureStoreUnavailable, match="user_stream_stats"):
             await writer.write(USER_STREAM_VIEW, update.rows, [update.online_row])

@@ -18,6 +18,10 @@ MERCHANT = StreamingView.of("m_stream", "merchant_id", "m_push", ["txn_count_1h"
 T0 = 1_790_000_000_000
 
 
+def CLOCK() -> int:  # noqa: N802 - a constant clock: 10 s after T0, in microseconds
+    return (T0 + 10_000) * 1000
+
+
 def event(i: int, user: str = "u1", t_ms: int = T0, amount: float = 10.0) -> bytes:
     return encode(
         {
@@ -77,7 +81,9 @@ def test_an_event_becomes_one_observation_per_view_keyed_by_entity() -> None:
 async def test_rows_are_written_before_the_state_and_retried_while_the_store_is_down() -> None:
     writer = FakeWriter(failures=2)
     table: dict[bytes, bytes] = {}
-    aggregator = FeatureAggregator([USER, MERCHANT], writer, table, 60, retry_max_s=0.01)  # type: ignore[arg-type]
+    aggregator = FeatureAggregator(
+        [USER, MERCHANT], writer, table, 60, retry_max_s=0.01, clock_us=CLOCK
+    )  # type: ignore[arg-type]
     updates = await aggregator.process(
         forwarded(*(event(i, t_ms=T0 + i * 1000, amount=float(i)) for i in range(5)))
     )
@@ -92,7 +98,7 @@ async def test_rows_are_written_before_the_state_and_retried_while_the_store_is_
 async def test_a_state_is_not_stored_when_the_write_never_succeeds() -> None:
     writer = FakeWriter(failures=10**6)
     table: dict[bytes, bytes] = {}
-    aggregator = FeatureAggregator([USER], writer, table, 60, retry_max_s=0.01)  # type: ignore[arg-type]
+    aggregator = FeatureAggregator([USER], writer, table, 60, retry_max_s=0.01, clock_us=CLOCK)  # type: ignore[arg-type]
     task = asyncio.create_task(aggregator.process(forwarded(event(1))))
     await asyncio.sleep(0.1)
     assert not task.done() and table == {}  # still retrying: nothing acked, nothing stored
@@ -105,15 +111,15 @@ async def test_replaying_after_a_restart_counts_nothing_twice() -> None:
     writer = FakeWriter()
     table: dict[bytes, bytes] = {}
     batch = forwarded(*(event(i, t_ms=T0 + i) for i in range(3)))
-    await FeatureAggregator([USER], writer, table, 60, 0.01).process(batch)  # type: ignore[arg-type]
+    await FeatureAggregator([USER], writer, table, 60, 0.01, CLOCK).process(batch)  # type: ignore[arg-type]
     # Crash after the state was stored but before the offsets were committed: the same
     # observations come again, to a worker whose state was recovered from the changelog.
-    restarted = FeatureAggregator([USER], writer, dict(table), 60, 0.01)  # type: ignore[arg-type]
+    restarted = FeatureAggregator([USER], writer, dict(table), 60, 0.01, CLOCK)  # type: ignore[arg-type]
     updates = await restarted.process(batch + forwarded(event(9, t_ms=T0 + 10)))
     assert [r["txn_count_1h"] for r in writer.writes[-1][1]] == [4]
     assert len(updates) == 1
     # Crash after the write but before the state was stored: the same rows, same values.
-    again = FeatureAggregator([USER], FakeWriter(), {}, 60, 0.01)  # type: ignore[arg-type]
+    again = FeatureAggregator([USER], FakeWriter(), {}, 60, 0.01, CLOCK)  # type: ignore[arg-type]
     await again.process(batch)
     first_rows = [{k: v for k, v in r.items() if k != "created"} for r in writer.writes[0][1]]
     again_rows = [
@@ -121,3 +127,19 @@ async def test_replaying_after_a_restart_counts_nothing_twice() -> None:
         for r in again.writer.writes[0][1]  # type: ignore[attr-defined]
     ]
     assert again_rows == first_rows
+
+
+async def test_the_timer_writes_the_windows_an_idle_entity_left() -> None:
+    writer = FakeWriter()
+    table: dict[bytes, bytes] = {}
+    now = [(T0 + 10_000) * 1000]
+    aggregator = FeatureAggregator([USER], writer, table, 60, 0.01, lambda: now[0])  # type: ignore[arg-type]
+    await aggregator.process(forwarded(event(1, amount=4.0)))
+    assert await aggregator.tick() == []  # nothing due yet
+    now[0] = (T0 + 2 * 3_600_000) * 1000
+    updates = await aggregator.tick()
+    assert [parse_update(v) for _, v in updates] == [[{"user_id": "u1"}]]
+    _, offline, online = writer.writes[-1]
+    assert [r["txn_count_1h"] for r in offline] == [0]  # left the hour window
+    assert online[0]["amount_sum_1h"] == 0.0
+    assert await aggregator.tick() == []

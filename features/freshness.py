@@ -10,7 +10,10 @@ values with every value of a bounded view set to ``None`` where
   event was consumed by the feature worker may include the event itself or later
   ones; see :mod:`features.aggregates`),
 
-and how many rows of each view were dropped for each reason. The caller then treats
+and how many rows of each view were dropped for each reason. An online store that keeps
+whole seconds (Feast's SQLite) makes "after the event" uncertain within a second: such
+rows count as future (no leakage, at the price of missing values within a second of
+the entity's previous event; Redis keeps sub-second stamps). The caller then treats
 them as any missing feature (manifest default, listed in ``features_missing``).
 Views without a bound are served whatever their age.
 """
@@ -50,8 +53,14 @@ def apply_freshness(
     stamps: Mapping[str, Sequence[float | None]],
     event_times: Sequence[float],
     max_age: Mapping[str, float],
+    resolution_s: float = 0.0,
 ) -> tuple[dict[str, list[Any]], Counter[tuple[str, str]]]:
-    """``values`` with stale rows of bounded views set to None, and ``(view, reason)`` counts."""
+    """``values`` with stale rows of bounded views set to None, and ``(view, reason)`` counts.
+
+    ``resolution_s``: how much of a timestamp the online store keeps (Feast's SQLite
+    store keeps whole seconds: 1; Redis keeps nanoseconds: 0). A row is from the future
+    unless even its latest possible stamp is at or before the event.
+    """
     dropped: dict[str, set[int]] = {}
     counts: Counter[tuple[str, str]] = Counter()
     for view, limit in max_age.items():
@@ -62,7 +71,7 @@ def apply_freshness(
         for i, (stamp, t) in enumerate(zip(view_stamps, event_times, strict=True)):
             if stamp is None:
                 continue
-            if stamp > t:
+            if stamp + resolution_s > t:
                 counts[(view, "future")] += 1
                 rows.add(i)
             elif t - stamp > limit:

@@ -163,6 +163,12 @@ class FeastOnlineSource:
     def cache(self) -> EntityCache:
         return self._cache
 
+    @property
+    def timestamp_resolution_s(self) -> float:
+        """What the online store keeps of a row's timestamp: Feast's SQLite store whole
+        seconds (it stores epoch seconds), the others sub-second."""
+        return 1.0 if getattr(self._store.config.online_store, "type", "") == "sqlite" else 0.0
+
     def check(self, refs: Sequence[str]) -> None:
         for ref in refs:
             parse_ref(ref)

@@ -489,6 +489,7 @@ class ScoringPipeline:
             last_event_timestamps(),
             [event["event_time"].timestamp() for event in events],
             self.config.feature_max_age,
+            getattr(self.features, "timestamp_resolution_s", 0.0),
         )
         for (view, reason), n in dropped.items():
             metrics.FEATURES_STALE.labels(view, reason).inc(n)

@@ -165,6 +165,9 @@ async def test_fresh_aggregates_of_a_new_user_training_parity_and_a_restart(
     row, took = await wait_for_count(settings, user, 5, timeout_s=30)
     print(f"five events of a new user visible online after {took:.2f} s")
     assert_row_equals(row, expected_at(events, time.time() * 1000))
+    # Redis keeps the stamp to the microsecond: 1 ms after the last event.
+    _, stamp = await online_row(settings, user)
+    assert stamp == pytest.approx((events[-1]["event_time"] + 1) / 1000, abs=1e-5)
     # What training reads: Feast's point-in-time join, at each event's time, gives the
     # rows of the events before it (never the event itself), as the batch computation.
     store = open_store(settings.feature_repo, _online(settings))

@@ -34,3 +34,11 @@ def test_old_and_future_values_of_bounded_views_become_missing() -> None:
 def test_a_row_stamped_exactly_at_the_event_is_served() -> None:
     fresh, dropped = apply_freshness({"s:c": [5]}, {"s": [10.0]}, [10.0], {"s": 1})
     assert fresh == {"s:c": [5]} and not dropped
+
+
+def test_whole_second_stamps_count_as_future_within_their_second() -> None:
+    # SQLite keeps 100.0 for a row written at 100.4: an event at 100.2 cannot use it.
+    fresh, dropped = apply_freshness(
+        {"s:c": [5, 6]}, {"s": [100.0, 100.0]}, [100.2, 101.0], {"s": 60}, 1.0
+    )
+    assert fresh == {"s:c": [None, 6]} and dropped == {("s", "future"): 1}

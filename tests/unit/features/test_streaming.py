@@ -67,10 +67,9 @@ async def test_pushed_rows_are_served_online_and_joined_point_in_time(
         refs = ["user_stream_stats:txn_count_1h", "user_stream_stats:amount_sum_1h"]
         values = await source.fetch(refs, [{"user_id": "new-user"}])
         assert values == {refs[0]: [5], refs[1]: [10.0]}
-        # Sub-second stamp: 1 ms after the last event.
-        assert source.last_event_timestamps()["user_stream_stats"] == [
-            pytest.approx((t0 + 4001) / 1000)
-        ]
+        # 1 ms after the last event, of which Feast's SQLite store keeps whole seconds.
+        assert source.last_event_timestamps()["user_stream_stats"] == [(t0 + 4001) // 1000]
+        assert source.timestamp_resolution_s == 1.0
     finally:
         source.close()
         writer.close()

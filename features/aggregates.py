@@ -231,6 +231,7 @@ def apply_observations(
     """
     st = dict(state) if state else empty_state()
     events: list[list[Any]] = [list(e) for e in st["events"]]
+    before = [e[0] for e in events]
     ids = {e[1] for e in events}
     watermark: int | None = st["watermark_ms"]
     emitted: int | None = st.get("emitted_ms")
@@ -269,7 +270,8 @@ def apply_observations(
                 "created": created,
             }
         )
-    update.corrected = len(corrections)
+    # Rows written before with other values (not a new event's own first row).
+    update.corrected = len(corrections & change_points(view, before)) if corrections else 0
     online_us: int = st["online_us"]
     if update.rows:
         emitted = now_ms if emitted is None else max(emitted, now_ms)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,11 @@ import pandas as pd
 from feast import FeatureStore, PushSource
 from feast.data_source import PushMode
 
-from features.aggregates import StreamingView, parse_feature
+from features.aggregates import StreamingView, batch_rows, parse_feature
 from features.errors import FeatureError, FeatureStoreUnavailable
 from features.store import describe_store, store_connection_errors
 
-__all__ = ["streaming_views", "FeastPushWriter", "retry_forever"]
+__all__ = ["streaming_views", "FeastPushWriter", "retry_forever", "backfill"]
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +165,28 @@ async def retry_forever(
             on_retry(retries, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_s)
+
+
+def backfill(store: FeatureStore, view_name: str, events: pd.DataFrame) -> tuple[Path, int]:
+    """Rewrite the offline history of a streaming view from an event history, with the
+    batch computation (:func:`features.aggregates.batch_rows`): what the feature worker
+    would have written. Returns the file and its row count. The push source's batch
+    source must be a file (the file offline store); it is replaced whole, so its columns
+    follow the view's current fields (a new field needs this before the worker can
+    append to it)."""
+    (view,) = streaming_views(store, [view_name])
+    declared = store.get_feature_view(view_name)
+    source = declared.batch_source
+    path = Path(getattr(source, "path", "") or "")
+    if not str(path):
+        raise FeatureError(f"{view_name}: its push source's batch source is not a file")
+    if not path.is_absolute():
+        path = Path(store.repo_path) / path
+    missing = [c for c in (view.entity_key, "event_timestamp", *view.fields) if c not in events]
+    if missing:
+        raise FeatureError(f"backfill of {view_name}: the events lack {', '.join(missing)}")
+    rows = _frame(view, batch_rows(view, events).to_dict("records"))
+    tmp = path.with_suffix(".backfill.parquet")
+    rows.to_parquet(tmp, index=False)
+    tmp.replace(path)  # atomic: a reader sees the old file or the new one
+    return path, len(rows)

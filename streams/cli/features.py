@@ -91,9 +91,20 @@ def apply_command(repo: Path | None, as_json: bool, **options: Any) -> int:
             if not path.exists():
                 problems.append(
                     f"{view.name}: its push source's offline file {path} does not exist; "
-                    "the feature worker appends to it (write the history first, README "
-                    '"Backfill")'
+                    f"the feature worker appends to it: `streamscore features backfill "
+                    f"{view.name}` writes it"
                 )
+            else:
+                import pyarrow.parquet as pq
+
+                columns = set(pq.read_schema(path).names)
+                lacking = [f for f in entry["features"] if f not in columns]
+                if lacking:
+                    problems.append(
+                        f"{view.name}: its offline file {path} has no column "
+                        f"{', '.join(lacking)}; the feature worker cannot append to it until "
+                        f"`streamscore features backfill {view.name}` rewrote it"
+                    )
         views.append(entry)
     services = sorted(s.name for s in store.list_feature_services())
     if as_json:
@@ -202,3 +213,35 @@ def get_command(
         for name, value in out["features"].items():
             click.echo(f"  {name} = {value}")
     return EXIT_OK if stamp is not None else EXIT_PROBLEM
+
+
+@features.command("backfill")
+@common_options
+@online_store_option
+@repo_option
+@click.argument("view")
+@click.option(
+    "--events",
+    "events_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="parquet of past events (default: the example's <repo>/data/transactions.parquet)",
+)
+def backfill_command(repo: Path | None, view: str, events_path: Path | None, **options: Any) -> int:
+    """Rewrite a streaming VIEW's offline history from past events (the batch computation),
+    then materialize its newest rows; run it after adding a field to the view."""
+    import pandas as pd
+
+    from features.store import materialize
+    from features.streaming import backfill
+
+    settings = _settings(repo, **options)
+    store = _store(settings)
+    events_path = events_path or settings.data_dir / "transactions.parquet"
+    path, rows = backfill(store, view, pd.read_parquet(events_path))
+    eprint(f"wrote {rows} rows of {view} to {path}")
+    ttl = store.get_feature_view(view).ttl
+    end = datetime.now(UTC)
+    materialize(store, end=end, start=end - ttl if ttl else None)
+    eprint(f"materialized {settings.feature_repo} up to {end.isoformat(timespec='seconds')}")
+    return EXIT_OK

@@ -348,8 +348,8 @@ def generate_offline_data(
 
     # Batch history of the push-fed stream views: after each transaction, the row the
     # feature worker would have pushed (features.aggregates semantics).
-    user_stream = stream_history(USER_STREAM_VIEW, tx)
-    merchant_stream = stream_history(MERCHANT_STREAM_VIEW, tx)
+    user_stream = stream_history(USER_STREAM_VIEW, tx, until=end)
+    merchant_stream = stream_history(MERCHANT_STREAM_VIEW, tx, until=end)
 
     paths = OfflineData(
         transactions=out_dir / TRANSACTIONS_FILE,
@@ -370,10 +370,18 @@ def generate_offline_data(
     return paths
 
 
-def stream_history(view: StreamingView, tx: pd.DataFrame) -> pd.DataFrame:
+def stream_history(
+    view: StreamingView, tx: pd.DataFrame, until: datetime | None = None
+) -> pd.DataFrame:
     """The rows of a streaming view over a transaction history, typed as the view declares
-    them (counts Int64, sums Float32), in the column order its parquet keeps."""
+    them (counts Int64, sums Float32), in the column order its parquet keeps.
+
+    ``until``: leave out rows stamped later (windows that empty after the history ends):
+    the history knows nothing of events after it, and such a row, newer than what the
+    feature worker wrote, would win a point-in-time join or a later materialize."""
     rows = batch_rows(view, tx)
+    if until is not None:
+        rows = rows[rows["event_timestamp"] <= pd.Timestamp(until)].reset_index(drop=True)
     for agg in view.aggregates:
         rows[agg.feature] = rows[agg.feature].astype(
             np.int64 if agg.kind == "count" else np.float32

@@ -185,7 +185,11 @@ def backfill(store: FeatureStore, view_name: str, events: pd.DataFrame) -> tuple
     missing = [c for c in (view.entity_key, "event_timestamp", *view.fields) if c not in events]
     if missing:
         raise FeatureError(f"backfill of {view_name}: the events lack {', '.join(missing)}")
-    rows = _frame(view, batch_rows(view, events).to_dict("records"))
+    computed = batch_rows(view, events)
+    # Not rows stamped in the future (windows that empty later): newer than what the
+    # feature worker writes meanwhile, they would win point-in-time joins and materialize.
+    computed = computed[computed["event_timestamp"] <= pd.Timestamp.now(tz="UTC")]
+    rows = _frame(view, computed.to_dict("records"))
     tmp = path.with_suffix(".backfill.parquet")
     rows.to_parquet(tmp, index=False)
     tmp.replace(path)  # atomic: a reader sees the old file or the new one

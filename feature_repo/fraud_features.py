@@ -88,27 +88,62 @@ merchant_stats = FeatureView(
     tags={"team": "fraud", "cadence": "daily"},
 )
 
-# The streaming feature agent pushes fresh rolling aggregates here; pushing to
-# ONLINE_AND_OFFLINE also appends them to the batch source for training.
+# History of the short-window merchant aggregates; the offline half of its push source.
+merchant_stream_source = FileSource(
+    name="merchant_stream_source",
+    path="data/merchant_stream_stats.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+)
+
+# The feature worker (`streamscore worker --role features`) pushes fresh rolling
+# aggregates here; it pushes to online and offline alike, so training reads the rows
+# serving read. `created` orders a corrected row (a late event) after the original.
 user_stream_push = PushSource(
     name="user_stream_push",
     batch_source=user_stream_source,
 )
 
+merchant_stream_push = PushSource(
+    name="merchant_stream_push",
+    batch_source=merchant_stream_source,
+)
+
 # Bursts of card testing show up within minutes, far faster than daily
 # snapshots. A FeatureView over a PushSource is Feast's stream-fed view (the
-# `StreamFeatureView` class is alpha and warns on import).
+# `StreamFeatureView` class is alpha and warns on import). The feature worker
+# computes each field from its name (txn_count_<w>, <field>_sum_<w>,
+# <field>_max_<w>; see features/aggregates.py): a new field here is a new
+# streaming feature.
 user_stream_stats = FeatureView(
     name="user_stream_stats",
     entities=[user],
-    # A one-hour window value is meaningless after a few hours.
+    # A one-day window value is meaningless after a few hours without updates.
+    ttl=timedelta(hours=6),
+    schema=[
+        Field(name="txn_count_10m", dtype=Int64),
+        Field(name="txn_count_1h", dtype=Int64),
+        Field(name="amount_sum_1h", dtype=Float32),
+        Field(name="txn_count_24h", dtype=Int64),
+        Field(name="amount_sum_24h", dtype=Float32),
+    ],
+    online=True,
+    source=user_stream_push,
+    tags={"team": "fraud", "cadence": "streaming"},
+)
+
+# A merchant suddenly hit by many card tests (a compromised terminal).
+merchant_stream_stats = FeatureView(
+    name="merchant_stream_stats",
+    entities=[merchant],
     ttl=timedelta(hours=6),
     schema=[
         Field(name="txn_count_1h", dtype=Int64),
         Field(name="amount_sum_1h", dtype=Float32),
+        Field(name="txn_count_24h", dtype=Int64),
     ],
     online=True,
-    source=user_stream_push,
+    source=merchant_stream_push,
     tags={"team": "fraud", "cadence": "streaming"},
 )
 
@@ -118,5 +153,13 @@ fraud_v1 = FeatureService(
     name="fraud_v1",
     features=[user_stats, merchant_stats],
     description="Features of the fraud model, version 1 (daily user and merchant stats)",
+    tags={"model": "fraud"},
+)
+
+# Version 2 adds the streaming aggregates: bursts of card tests within minutes.
+fraud_v2 = FeatureService(
+    name="fraud_v2",
+    features=[user_stats, merchant_stats, user_stream_stats, merchant_stream_stats],
+    description="Features of the fraud model, version 2 (daily stats plus streaming aggregates)",
     tags={"model": "fraud"},
 )

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["FeatureError", "UnknownFeatureError", "FeatureStoreUnavailable"]
+__all__ = [
+    "FeatureError",
+    "UnknownFeatureError",
+    "FeatureStoreUnavailable",
+    "FeatureReferenceError",
+]
 
 
 class FeatureError(Exception):
@@ -43,3 +48,20 @@ class FeatureStoreUnavailable(FeatureError):
         self.store = store
         self.cause = cause
         super().__init__(f"online store {store} unavailable: {type(cause).__name__}: {cause}")
+
+
+class FeatureReferenceError(FeatureError):
+    """A model's feature references that are missing from the registry or whose Feast type
+    cannot feed the model's input (config error, not retryable): each one named."""
+
+    retryable = False
+
+    def __init__(self, missing: Iterable[str], mistyped: Iterable[tuple[str, str, str]]) -> None:
+        self.missing = sorted(set(missing))
+        self.mistyped = sorted(set(mistyped))
+        parts = []
+        if self.missing:
+            parts.append(f"not in the feature registry: {', '.join(self.missing)}")
+        for ref, wanted, declared in self.mistyped:
+            parts.append(f"{ref} is {declared} in Feast but the model reads it as {wanted}")
+        super().__init__("feature reference(s) refused: " + "; ".join(parts))

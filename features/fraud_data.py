@@ -2,7 +2,8 @@
 
 In: a seed, sizes and an end time. Out: parquet files for Feast's file offline
 store (``transactions.parquet``, ``user_stats.parquet``,
-``merchant_stats.parquet``, ``user_stream_stats.parquet``) and demo events that
+``merchant_stats.parquet``, ``user_stream_stats.parquet``,
+``merchant_stream_stats.parquet``) and demo events that
 follow the event data contract (see ARCHITECTURE.md).
 
 Feature snapshots are daily. A snapshot stamped ``d`` only uses transactions
@@ -13,7 +14,8 @@ The fraud the generator plants is detectable by the features: amounts far above
 the user's usual, a handful of merchants with a much higher fraud rate, a
 country other than the user's home country, the card-not-present channels and
 bursts of several transactions within minutes (the last needs the streaming
-features of ``user_stream_stats``).
+features of ``user_stream_stats``). The history of the streaming views is the batch
+computation of :mod:`features.aggregates`, the same rows the feature worker pushes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.aggregates import StreamingView, batch_rows
+
 __all__ = [
     "OfflineData",
     "generate_offline_data",
@@ -38,12 +42,31 @@ __all__ = [
     "USER_STATS_FILE",
     "MERCHANT_STATS_FILE",
     "USER_STREAM_STATS_FILE",
+    "MERCHANT_STREAM_STATS_FILE",
+    "USER_STREAM_VIEW",
+    "MERCHANT_STREAM_VIEW",
 ]
 
 TRANSACTIONS_FILE = "transactions.parquet"
 USER_STATS_FILE = "user_stats.parquet"
 MERCHANT_STATS_FILE = "merchant_stats.parquet"
 USER_STREAM_STATS_FILE = "user_stream_stats.parquet"
+MERCHANT_STREAM_STATS_FILE = "merchant_stream_stats.parquet"
+
+# The example's streaming views as feature_repo/fraud_features.py declares them (a unit
+# test checks the two agree); the generator writes their history with these.
+USER_STREAM_VIEW = StreamingView.of(
+    "user_stream_stats",
+    "user_id",
+    "user_stream_push",
+    ["txn_count_10m", "txn_count_1h", "amount_sum_1h", "txn_count_24h", "amount_sum_24h"],
+)
+MERCHANT_STREAM_VIEW = StreamingView.of(
+    "merchant_stream_stats",
+    "merchant_id",
+    "merchant_stream_push",
+    ["txn_count_1h", "amount_sum_1h", "txn_count_24h"],
+)
 
 HOME_COUNTRIES = ("US", "GB", "DE", "FR", "CA", "NL", "ES")
 HOME_WEIGHTS = (0.55, 0.12, 0.10, 0.08, 0.08, 0.04, 0.03)
@@ -76,6 +99,7 @@ class OfflineData:
     user_stats: Path
     merchant_stats: Path
     user_stream_stats: Path
+    merchant_stream_stats: Path
     users: list[str]
     merchants: list[str]
     start: datetime
@@ -322,15 +346,17 @@ def generate_offline_data(
     )
     merchant_stats["created"] = merchant_stats["event_timestamp"]
 
-    # Batch history for the push-fed stream view: the 1h window *before* each
-    # transaction (the streaming feature agent later pushes the live values).
-    stream = _one_hour_windows(tx)
+    # Batch history of the push-fed stream views: after each transaction, the row the
+    # feature worker would have pushed (features.aggregates semantics).
+    user_stream = stream_history(USER_STREAM_VIEW, tx, until=end)
+    merchant_stream = stream_history(MERCHANT_STREAM_VIEW, tx, until=end)
 
     paths = OfflineData(
         transactions=out_dir / TRANSACTIONS_FILE,
         user_stats=out_dir / USER_STATS_FILE,
         merchant_stats=out_dir / MERCHANT_STATS_FILE,
         user_stream_stats=out_dir / USER_STREAM_STATS_FILE,
+        merchant_stream_stats=out_dir / MERCHANT_STREAM_STATS_FILE,
         users=users,
         merchants=merchants,
         start=start,
@@ -339,31 +365,29 @@ def generate_offline_data(
     tx.to_parquet(paths.transactions, index=False)
     user_stats.to_parquet(paths.user_stats, index=False)
     merchant_stats.to_parquet(paths.merchant_stats, index=False)
-    stream.to_parquet(paths.user_stream_stats, index=False)
+    user_stream.to_parquet(paths.user_stream_stats, index=False)
+    merchant_stream.to_parquet(paths.merchant_stream_stats, index=False)
     return paths
 
 
-def _one_hour_windows(tx: pd.DataFrame) -> pd.DataFrame:
-    """Per transaction: count and amount of the same user's transactions in the hour before it."""
-    df = tx[["user_id", "event_timestamp", "amount"]].sort_values(
-        ["user_id", "event_timestamp"], kind="stable"
-    )
-    rolled = (
-        df.set_index("event_timestamp")
-        .groupby("user_id", sort=False)["amount"]
-        .rolling("1h", closed="left")
-        .agg(["count", "sum"])
-        .reset_index()
-    )
-    return pd.DataFrame(
-        {
-            "user_id": rolled["user_id"].astype(object),
-            "event_timestamp": rolled["event_timestamp"],
-            "txn_count_1h": rolled["count"].fillna(0).astype(np.int64),
-            "amount_sum_1h": rolled["sum"].fillna(0.0).astype(np.float32),
-            "created": rolled["event_timestamp"],
-        }
-    )
+def stream_history(
+    view: StreamingView, tx: pd.DataFrame, until: datetime | None = None
+) -> pd.DataFrame:
+    """The rows of a streaming view over a transaction history, typed as the view declares
+    them (counts Int64, sums Float32), in the column order its parquet keeps.
+
+    ``until``: leave out rows stamped later (windows that empty after the history ends):
+    the history knows nothing of events after it, and such a row, newer than what the
+    feature worker wrote, would win a point-in-time join or a later materialize."""
+    rows = batch_rows(view, tx)
+    if until is not None:
+        rows = rows[rows["event_timestamp"] <= pd.Timestamp(until)].reset_index(drop=True)
+    for agg in view.aggregates:
+        rows[agg.feature] = rows[agg.feature].astype(
+            np.int64 if agg.kind == "count" else np.float32
+        )
+    rows[view.entity_key] = rows[view.entity_key].astype(object)
+    return rows[[view.entity_key, "event_timestamp", *view.features, "created"]]
 
 
 def offline_data_from_dir(data_dir: Path) -> OfflineData:
@@ -381,6 +405,7 @@ def offline_data_from_dir(data_dir: Path) -> OfflineData:
         user_stats=data_dir / USER_STATS_FILE,
         merchant_stats=data_dir / MERCHANT_STATS_FILE,
         user_stream_stats=data_dir / USER_STREAM_STATS_FILE,
+        merchant_stream_stats=data_dir / MERCHANT_STREAM_STATS_FILE,
         users=users,
         merchants=merchants,
         start=start,

@@ -33,7 +33,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from feast import FeatureStore
 from feast.errors import FeastObjectNotFoundException
-from feast.online_response import TIMESTAMP_POSTFIX
 
 from features.errors import FeatureError, FeatureStoreUnavailable, UnknownFeatureError
 from features.store import describe_store, store_connection_errors
@@ -164,6 +163,12 @@ class FeastOnlineSource:
     def cache(self) -> EntityCache:
         return self._cache
 
+    @property
+    def timestamp_resolution_s(self) -> float:
+        """What the online store keeps of a row's timestamp: Feast's SQLite store whole
+        seconds (it stores epoch seconds), the others sub-second."""
+        return 1.0 if getattr(self._store.config.online_store, "type", "") == "sqlite" else 0.0
+
     def check(self, refs: Sequence[str]) -> None:
         for ref in refs:
             parse_ref(ref)
@@ -283,7 +288,16 @@ class FeastOnlineSource:
                 # full names: user_stats:txn_count_7d and merchant_stats:txn_count_7d coexist
                 full_feature_names=True,
             )
-            columns = response.to_dict(include_event_timestamps=True)
+            columns = response.to_dict()
+            # Not to_dict's "__ts" columns: they keep whole seconds only, and the freshness
+            # rule (features.freshness) must tell a row written just after an event from
+            # one written just before it.
+            stamps = {
+                name: vector.event_timestamps
+                for name, vector in zip(
+                    response.proto.metadata.feature_names.val, response.proto.results, strict=True
+                )
+            }
         except store_connection_errors() as exc:
             raise FeatureStoreUnavailable(describe_store(self._store), exc) from exc
         except (FeastObjectNotFoundException, KeyError) as exc:
@@ -301,7 +315,7 @@ class FeastOnlineSource:
             if view not in event_ts:
                 # One online row per entity and view: every feature of a view shares its
                 # timestamp, so the first feature's column is the view's.
-                event_ts[view] = [_event_ts(s) for s in columns[column + TIMESTAMP_POSTFIX]]
+                event_ts[view] = [_event_ts(s.seconds, s.nanos) for s in stamps[column]]
         return out, event_ts
 
     def close(self) -> None:
@@ -310,9 +324,9 @@ class FeastOnlineSource:
         self._executor.shutdown(wait=True)
 
 
-def _event_ts(seconds: int) -> float | None:
+def _event_ts(seconds: int, nanos: int = 0) -> float | None:
     # Feast fills an empty protobuf Timestamp (0 s) for entities it did not find.
-    return float(seconds) if seconds > 0 else None
+    return seconds + nanos / 1e9 if seconds > 0 else None
 
 
 def _plain(value: Any) -> Any:

@@ -65,14 +65,16 @@ FEATURE_STORE_YAML = "feature_store.yaml"
 class OnlineStoreConfig:
     """Which online store serves features; everything else comes from feature_store.yaml.
 
-    ``sqlite_path`` None keeps the YAML's path (relative to the repo).
+    ``kind`` ``repo`` keeps the YAML's ``online_store`` section as it is (any store Feast
+    supports); ``sqlite`` and ``redis`` replace it. ``sqlite_path`` None keeps the YAML's
+    path (relative to the repo).
     ``redis_url`` is a URL such as ``redis://127.0.0.1:6379/0`` (``rediss://`` for TLS);
     ``username``/``password`` are the Redis ACL user (AUTH), ``ssl_ca_certs`` the CA
     that signs a TLS Redis's certificate. ``connect_timeout_s`` bounds how long a dead
     Redis can block a lookup before ``FeatureStoreUnavailable`` is raised.
     """
 
-    kind: Literal["sqlite", "redis"] = "sqlite"
+    kind: Literal["repo", "sqlite", "redis"] = "sqlite"
     sqlite_path: Path | None = None
     redis_url: str | None = None
     connect_timeout_s: float = 2.0
@@ -84,14 +86,18 @@ class OnlineStoreConfig:
     def __post_init__(self) -> None:
         if self.kind == "redis" and not self.redis_url:
             raise ValueError("OnlineStoreConfig(kind='redis') needs redis_url")
-        if self.kind not in ("sqlite", "redis"):
-            raise ValueError(f"unknown online store kind {self.kind!r}; use 'sqlite' or 'redis'")
+        if self.kind not in ("repo", "sqlite", "redis"):
+            raise ValueError(
+                f"unknown online store kind {self.kind!r}; use 'repo', 'sqlite' or 'redis'"
+            )
 
     def describe(self) -> str:
         """A log-safe name of the store (no password)."""
         if self.kind == "redis":
             parts = urlsplit(self.redis_url or "")
             return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or ''}"
+        if self.kind == "repo":
+            return f"the online store of {FEATURE_STORE_YAML}"
         return f"sqlite:{self.sqlite_path or '<repo default>'}"
 
 
@@ -142,7 +148,9 @@ def redis_connection_string(
     return ",".join(fields)
 
 
-def _online_store_section(online: OnlineStoreConfig, yaml_section: Any) -> dict[str, Any]:
+def _online_store_section(online: OnlineStoreConfig, yaml_section: Any) -> Any:
+    if online.kind == "repo":
+        return yaml_section
     if online.kind == "redis":
         assert online.redis_url is not None  # checked in __post_init__
         return {

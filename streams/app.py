@@ -36,6 +36,7 @@ from streams import metrics
 from streams.control import ControlFollower
 from streams.errors import PipelineError
 from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
+from streams.feature_updates import FeatureUpdatesFollower
 from streams.monitoring.monitor import register_lag_monitor
 from streams.monitoring.signals import encode_signal
 from streams.pipeline import Inbound, Outbound, ScoringPipeline
@@ -86,6 +87,7 @@ def build_app(
     pipeline: ScoringPipeline,
     ready_file: Path | None = None,
     control: ControlFollower | None = None,
+    feature_updates: FeatureUpdatesFollower | None = None,
 ) -> faust.App:
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
     app = make_app(settings, settings.consumer_group)
@@ -108,6 +110,15 @@ def build_app(
                 await control.follow()
             finally:
                 await control.stop()
+
+    if feature_updates is not None:
+        # A task for the same reason: every worker's cache needs every invalidation.
+        @app.task
+        async def follow_feature_updates() -> None:
+            try:
+                await feature_updates.follow()
+            finally:
+                await feature_updates.stop()
 
     @app.agent(events, name="score")
     async def score(stream: StreamT) -> None:

@@ -219,3 +219,54 @@ ONLINE_STORE_REMATERIALIZED = Counter(
     ["outcome"],
     namespace=_NS,
 )
+
+# --- issue 10: streaming features (the feature worker) and freshness ---------------------
+# `view` is bounded by the feature repo's streaming views.
+
+FEATURE_EVENTS = Counter(
+    "feature_events",
+    "Events seen by the feature worker per streaming view, by outcome: accepted, duplicate "
+    "(already in the state: a redelivery), too_late (beyond the allowed lateness), invalid.",
+    ["view", "outcome"],
+    namespace=_NS,
+)
+FEATURE_ROWS_WRITTEN = Counter(
+    "feature_rows_written",
+    "Streaming feature rows written through the push source, by store (online, offline) and "
+    "kind (new, corrected: written again because a late event changed it).",
+    ["view", "store", "kind"],
+    namespace=_NS,
+)
+FEATURE_WRITE_RETRIES = Counter(
+    "feature_write_retries",
+    "Failed writes to the feature store, retried with back-off.",
+    ["view"],
+    namespace=_NS,
+)
+FEATURE_WRITE_SECONDS = Histogram(
+    "feature_write_seconds",
+    "Time of one write (offline then online) of a batch's rows of a streaming view.",
+    ["view"],
+    namespace=_NS,
+    buckets=_LATENCY_BUCKETS,
+)
+FEATURE_FRESHNESS_SECONDS = Histogram(
+    "feature_freshness_seconds",
+    "From an event's Kafka timestamp to its aggregates being readable in the online store.",
+    ["view"],
+    namespace=_NS,
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+)
+FEATURES_STALE = Counter(
+    "features_stale",
+    "Served feature values treated as missing by the freshness rule: too_old (older than "
+    "the view's max age at the event's time) or future (stamped after the event).",
+    ["view", "reason"],
+    namespace=_NS,
+)
+FEATURE_CACHE_INVALIDATIONS = Counter(
+    "feature_cache_invalidations",
+    "Entities dropped from the scoring worker's feature cache because the feature worker "
+    "wrote them.",
+    namespace=_NS,
+)

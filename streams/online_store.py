@@ -23,4 +23,8 @@ def online_store_config(settings: Settings) -> OnlineStoreConfig:
             ssl_ca_certs=settings.redis_ssl_cafile,
             ssl_check_hostname=settings.ssl_check_hostname,
         )
-    return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
+    if settings.online_store == "sqlite":
+        return OnlineStoreConfig(kind="sqlite", sqlite_path=settings.data_dir / "online_store.db")
+    # The one rule (README, "Online store"): ``sqlite`` or ``redis`` overrides the repo's
+    # ``online_store``; unset (``repo``) the YAML decides.
+    return OnlineStoreConfig(kind="repo")

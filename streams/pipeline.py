@@ -25,13 +25,14 @@ import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 
+from features.freshness import apply_freshness
 from features.online import OnlineFeatureSource
 from features.store import FeatureStoreUnavailable
 from models.assembly import assemble_inputs, entity_rows
@@ -167,6 +168,9 @@ class PipelineConfig:
     slice_fields: tuple[str, ...] = ()
     # The PII policy's dead-letter redaction (streams.pii), when the operator turned it on.
     redact_dead_letter: Callable[[Outbound], Outbound] | None = None
+    # Per feature view, the oldest served value (seconds before the event) that counts;
+    # older ones, and ones stamped after the event, are missing (features.freshness).
+    feature_max_age: Mapping[str, float] = field(default_factory=dict)
 
 
 def _position(record: Inbound) -> Position:
@@ -505,7 +509,27 @@ class ScoringPipeline:
                 await asyncio.sleep(self.config.enrich_backoff_s * 2 ** (attempt - 1))
         # No await since the fetch returned, so the source's "last fetch" is this one.
         self._observe_feature_age(events)
+        if self.config.feature_max_age:
+            values = self._fresh_only(values, events)
         return values
+
+    def _fresh_only(
+        self, values: dict[str, list[Any]], events: list[dict[str, Any]]
+    ) -> dict[str, list[Any]]:
+        """``values`` without the ones the freshness rule refuses (counted per view)."""
+        last_event_timestamps = getattr(self.features, "last_event_timestamps", None)
+        if last_event_timestamps is None:
+            return values
+        fresh, dropped = apply_freshness(
+            values,
+            last_event_timestamps(),
+            [event["event_time"].timestamp() for event in events],
+            self.config.feature_max_age,
+            getattr(self.features, "timestamp_resolution_s", 0.0),
+        )
+        for (view, reason), n in dropped.items():
+            metrics.FEATURES_STALE.labels(view, reason).inc(n)
+        return fresh
 
     def _observe_feature_age(self, events: list[dict[str, Any]]) -> None:
         """Feature age per view (event time minus the served value's timestamp).

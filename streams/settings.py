@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrokerKind = Literal["kafka", "external"]
-OnlineStoreKind = Literal["sqlite", "redis"]
+OnlineStoreKind = Literal["repo", "sqlite", "redis"]
 
 
 class Settings(BaseSettings):
@@ -81,8 +81,12 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
     """Consumer-group heartbeat (Kafka's default); well under a third of the session timeout."""
 
-    online_store: OnlineStoreKind = "sqlite"
-    """Feast online store: embedded SQLite, or Redis for anything real."""
+    online_store: OnlineStoreKind = "repo"
+    """Feast online store. ``repo`` (the default): the one the feature repo's
+    ``feature_store.yaml`` declares, as it declares it (the example's: SQLite at
+    ``data/online_store.db``). ``sqlite`` (at ``<feature_repo>/data/online_store.db``) or
+    ``redis`` (at ``redis_url``) override the YAML's ``online_store`` section; nothing
+    else of the YAML is ever overridden."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis used as the Feast online store when ``online_store`` is ``redis``."""
@@ -381,6 +385,47 @@ class Settings(BaseSettings):
     scoring worker with faust-streaming 0.15.3 (README, Delivery guarantees): its outputs
     are not in the transaction that commits the offsets. Kept for the experiment and the
     day Faust can."""
+    # --- streaming features (issue 10): the feature worker, freshness ---------------------
+
+    topic_feature_events: str = "feature-events"
+    """Internal: events re-keyed by (streaming view, entity) for the feature worker, so each
+    entity's aggregate state lives in one partition whatever key the producer used."""
+
+    topic_feature_updates: str = "feature-updates"
+    """Which entities the feature worker wrote (one record per view and flush): every
+    scoring worker reads it and drops those entities from its feature cache."""
+
+    feature_views: str = ""
+    """Comma-separated streaming feature views the feature worker keeps up to date ("": every
+    feature view of the repo fed by a push source)."""
+
+    feature_lateness_s: float = Field(default=300.0, ge=0)
+    """Allowed lateness of an event, per entity, behind the newest event time that entity
+    has seen: within it an event updates the windows it belongs to (the rows after it are
+    written again); beyond it the event is counted (``too_late``) and left out of the
+    aggregates."""
+
+    feature_batch_max: int = Field(default=1000, ge=1)
+    """Most events the feature worker aggregates per write to the online/offline store."""
+
+    feature_batch_wait_s: float = Field(default=0.5, gt=0)
+    """How long the feature worker waits to fill a batch before it writes anyway: the
+    floor of event-to-online-store freshness, and what bounds the write rate."""
+
+    feature_push_retry_max_s: float = Field(default=10.0, gt=0)
+    """Upper bound of the back-off between retries of a failed store write (retried forever;
+    the worker's input waits meanwhile)."""
+
+    feature_max_age: str = "user_stream_stats=21600,merchant_stream_stats=21600"
+    """Comma-separated ``view=seconds``: a served value of a listed view that is older than
+    this at the event's time, or stamped after the event (it may include the event
+    itself), is treated as missing: counted and listed in ``features_missing``. Views not
+    listed are served whatever their age. The defaults are the streaming views' Feast ttl,
+    which training's point-in-time join applies too."""
+
+    @property
+    def feature_view_names(self) -> list[str]:
+        return [v.strip() for v in self.feature_views.split(",") if v.strip()]
 
     @model_validator(mode="before")
     @classmethod
@@ -420,7 +465,7 @@ class Settings(BaseSettings):
 
     def all_topics(self) -> list[str]:
         names = ["events", "predictions", "predictions_shadow", "deadletter", "labels", "signals"]
-        names += ["labelled", "feedback_join"]
+        names += ["labelled", "feedback_join", "feature_events", "feature_updates"]
         if self.served_features_log:
             names.append("features_served")
         return [self.topic(n) for n in names] + [self.topic("control")]

@@ -204,7 +204,8 @@ def start_redis(state: StackState) -> bool:
 
 
 def start_workers(settings: Settings, state: StackState, count: int, role: str = "score") -> None:
-    """Run ``count`` workers of ``role`` (``score`` or ``feedback``); each entry records it."""
+    """Run ``count`` workers of ``role`` (``score``, ``feedback`` or ``features``); each entry
+    records it."""
     state.workers = [w for w in state.workers if worker_running(w)]
     env = child_env(settings)
     used_ports = {w["metrics_port"] for w in state.workers}
@@ -250,8 +251,8 @@ def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) ->
 def bootstrap(settings: Settings) -> None:
     """Apply the feature repo, materialize, and train + register the example model if needed."""
     from models.training import bootstrap_example
+    from streams.online_store import online_store_config
     from streams.registry import open_registry
-    from streams.worker import online_store_config
 
     manifest = bootstrap_example(
         settings.feature_repo, online_store_config(settings), open_registry(settings)
@@ -290,6 +291,9 @@ def up(
         start_workers(settings, state, workers)
         # One feedback worker (label join, online quality) beside the scoring workers.
         start_workers(settings, state, 1, role="feedback")
+        # One feature worker (streaming aggregates into Feast): its state is per entity
+        # in a changelog-backed table, and the file offline store takes one writer.
+        start_workers(settings, state, 1, role="features")
         state.save(path)
         wait_for_workers(settings, state, timeout_s)
     finally:

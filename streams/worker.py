@@ -2,7 +2,9 @@
 
 In: :class:`Settings`. Start-up fails fast, before the first message, when the broker
 does not answer, the registry has no champion, the model's hash does not match, a
-feature reference of the model does not exist, or the online store does not answer.
+feature reference of a served model does not exist or has a type its input cannot read,
+or the online store does not answer. It follows ``feature-updates`` to drop entities the
+feature worker wrote from its feature cache.
 It then reads the ``control`` topic to its end and serves the current rollout state
 (champion, canary, shadow), and the Faust worker runs the scoring agent, plus the
 control follower, until SIGTERM/SIGINT.
@@ -15,6 +17,8 @@ import logging
 import os
 from pathlib import Path
 
+from features.catalog import check_references
+from features.freshness import parse_max_age
 from features.online import FeastOnlineSource
 from features.store import open_store
 from models.registry import LoadedModel, ModelNotFound
@@ -23,6 +27,7 @@ from models.routing import RoutingTable, build_routing
 from streams import lograte, metrics
 from streams.app import build_app
 from streams.control import ControlFollower
+from streams.feature_updates import FeatureUpdatesFollower
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
 from streams.online_guard import guard_online_source
@@ -63,7 +68,9 @@ def initial_routing(settings: Settings) -> RoutingTable:
         return build_routing(registry, RolloutState(model=state.model, champion=state.champion))
 
 
-async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower]:
+async def _prepare(
+    settings: Settings,
+) -> tuple[ScoringPipeline, ControlFollower, FeatureUpdatesFollower]:
     await wait_for_broker(settings, timeout_s=30)
     await ensure_topics(settings)
     routing = initial_routing(settings)
@@ -76,6 +83,17 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
     )
     refs = model.manifest.feature_refs()
     source.check(refs)
+    # Types too, for every model served: a String feature fed to a float input would be
+    # "missing" on every row, silently.
+    check_references(
+        store,
+        {
+            i.ref: i.dtype
+            for served in routing.models()
+            for i in served.manifest.inputs
+            if i.source == "feature"
+        },
+    )
     # One real lookup: an unreachable online store fails here, not on the first event.
     await source.fetch(refs, [{key: "__startup_probe__" for key in model.manifest.entity_keys}])
     # Later swaps (control) set streamscore_model_loaded themselves: old 0, new 1.
@@ -104,6 +122,7 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
         dedupe_window=settings.dedupe_window,
         enrich_retries=settings.enrich_retries,
         slice_fields=tuple(settings.slice_fields),
+        feature_max_age=parse_max_age(settings.feature_max_age),
     )
     # Behind a circuit breaker: an outage answers features_unavailable at once, an empty
     # store is re-materialized (streams/online_guard.py).
@@ -124,7 +143,9 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
     follower = ControlFollower(settings, pipeline, open_registry(settings))
     # Before the first event: a restarted worker serves the current rollout at once.
     await follower.start()
-    return pipeline, follower
+    updates = FeatureUpdatesFollower(settings, source)
+    await updates.start()
+    return pipeline, follower, updates
 
 
 def run_worker(settings: Settings) -> None:
@@ -136,10 +157,10 @@ def run_worker(settings: Settings) -> None:
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    pipeline, follower = loop.run_until_complete(_prepare(settings))
+    pipeline, follower, updates = loop.run_until_complete(_prepare(settings))
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    app = build_app(settings, pipeline, ready_file=ready, control=follower)
+    app = build_app(settings, pipeline, ready_file=ready, control=follower, feature_updates=updates)
     metrics.serve(settings.metrics_host, settings.metrics_port)
     worker = lograte.Worker(
         app,

@@ -2,7 +2,8 @@
 
 One module per command group: :mod:`.stack` (``up``, ``down``, ``status``, ``worker``,
 ``bootstrap``), :mod:`.produce`, :mod:`.tail`, :mod:`.audit`, :mod:`.bench`,
-:mod:`.models` (``train`` and ``models ...``). Every command builds one
+:mod:`.models` (``train`` and ``models ...``), :mod:`.features` (``features ...``).
+Every command builds one
 :class:`~streams.settings.Settings` (env ``STREAMSCORE_*`` plus its options); shared
 options, error handling and exit codes are in :mod:`.common`.
 """
@@ -17,6 +18,7 @@ import click
 from streams.cli.audit import audit
 from streams.cli.bench import bench
 from streams.cli.common import StreamscoreGroup
+from streams.cli.features import features
 from streams.cli.models import models, train
 from streams.cli.produce import produce
 from streams.cli.stack import bootstrap, down, status, up, worker
@@ -29,7 +31,20 @@ def cli() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for command in (up, down, status, worker, bootstrap, produce, tail, audit, bench, train, models):
+for command in (
+    up,
+    down,
+    status,
+    worker,
+    bootstrap,
+    produce,
+    tail,
+    audit,
+    bench,
+    train,
+    models,
+    features,
+):
     cli.add_command(command)
 
 

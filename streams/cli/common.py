@@ -77,7 +77,10 @@ def common_options(func: F) -> F:
 
 
 online_store_option = click.option(
-    "--online-store", type=click.Choice(["sqlite", "redis"]), default=None
+    "--online-store",
+    type=click.Choice(["repo", "sqlite", "redis"]),
+    default=None,
+    help="repo: as feature_store.yaml says (default); sqlite or redis override it",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,18 +71,30 @@ model_option = click.option(
 @click.option("--name", default="fraud", show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--max-iter", type=int, help="boosting iterations (default: the example's)")
-def train(name: str, seed: int, max_iter: int | None, **options: Any) -> int:
+@click.option(
+    "--feature-service",
+    default=None,
+    help="the Feast feature service to train on (default fraud_v1; fraud_v2 adds the "
+    "streaming aggregates)",
+)
+def train(
+    name: str, seed: int, max_iter: int | None, feature_service: str | None, **options: Any
+) -> int:
     """Point-in-time training set from Feast, train, register a candidate."""
     from features.store import open_store
     from models.training import TrainingConfig, train_model
     from streams.lifecycle import registry_of
-    from streams.worker import online_store_config
+    from streams.online_store import online_store_config
 
     logging.getLogger().setLevel(logging.INFO)
     settings = build_settings(**options)
     store = open_store(settings.feature_repo, online_store_config(settings))
     registry = registry_of(settings)
-    config = TrainingConfig(max_iter=max_iter) if max_iter else TrainingConfig()
+    config = TrainingConfig()
+    if max_iter:
+        config = replace(config, max_iter=max_iter)
+    if feature_service:
+        config = replace(config, feature_service=feature_service)
     manifest = train_model(store, settings.data_dir, registry, name=name, seed=seed, config=config)
     state = "champion" if registry.champion(name) == manifest.version else "candidate"
     click.echo(

@@ -94,6 +94,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
     # worker_pids and metrics_url(s) stay the scoring workers'; the feedback worker has its own
     workers = [w for w in running if w.get("role", "score") == "score"]
     feedback = [w for w in running if w.get("role") == "feedback"]
+    feature_workers = [w for w in running if w.get("role") == "features"]
     dead = stack.dead_parts(settings, state)
     registry = ModelRegistry(settings.registry_path)
     models = []
@@ -120,6 +121,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "feedback_metrics_urls": [
             f"http://{settings.metrics_host}:{w['metrics_port']}/metrics" for w in feedback
         ],
+        "features_worker_pids": [w["pid"] for w in feature_workers],
         "models": models,
         # From the broker: events not yet committed by the scoring group, per partition
         # (None: nothing committed yet).
@@ -153,6 +155,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"online:     {report['online_store']}",
         f"workers:    {report['worker_pids'] or 'none'}",
         f"feedback:   {report['feedback_worker_pids'] or 'none'}",
+        f"features:   {report.get('features_worker_pids') or 'none'}",
     ]
     if report["dead"]:
         lines.append(f"not running: {', '.join(report['dead'])} (`streamscore up` restarts them)")
@@ -189,10 +192,11 @@ def status(as_json: bool, **options: Any) -> int:
 @online_store_option
 @click.option(
     "--role",
-    type=click.Choice(["score", "feedback"]),
+    type=click.Choice(["score", "feedback", "features"]),
     default="score",
     show_default=True,
-    help="score events, or run the label join and online quality",
+    help="score events, run the label join and online quality (feedback), or keep the "
+    "streaming feature views up to date (features)",
 )
 def worker(role: str, **options: Any) -> int:
     """Run one worker in the foreground."""
@@ -201,6 +205,11 @@ def worker(role: str, **options: Any) -> int:
         from streams.monitoring.runner import run_feedback_worker
 
         run_feedback_worker(settings)
+        return EXIT_OK
+    if role == "features":
+        from streams.features_worker import run_features_worker
+
+        run_features_worker(settings)
         return EXIT_OK
     from streams.worker import run_worker
 

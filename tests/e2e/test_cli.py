@@ -111,8 +111,9 @@ def test_default_stack_durable_and_open_to_every_client(cli, root: Path) -> None
     assert report["bootstrap_servers"] == cli.bootstrap
     assert {"events", "predictions", "deadletter", "control"} <= set(report["topics"])
     assert report["models"] == [{"name": "fraud", "version": "1", "variant": "champion"}]
-    pids = report["worker_pids"] + report["feedback_worker_pids"]
+    pids = report["worker_pids"] + report["feedback_worker_pids"] + report["features_worker_pids"]
     assert len(report["worker_pids"]) == 1 and len(report["feedback_worker_pids"]) == 1
+    assert len(report["features_worker_pids"]) == 1
     assert all(stack.alive(p) for p in pids)
     metrics = subprocess.run(["curl", "-sf", report["metrics_url"]], capture_output=True, text=True)
     assert "streamscore_worker_ready 1.0" in metrics.stdout
@@ -120,7 +121,9 @@ def test_default_stack_durable_and_open_to_every_client(cli, root: Path) -> None
     # Idempotent: a second up starts nothing new.
     cli("up")
     again = status(cli)
-    assert again["worker_pids"] + again["feedback_worker_pids"] == pids
+    assert (
+        again["worker_pids"] + again["feedback_worker_pids"] + again["features_worker_pids"] == pids
+    )
 
     # An outsider (librdkafka 2.0.2) produces events and reads their predictions.
     first = set(kcat_events(cli.bootstrap, "kc1", 40))
@@ -138,6 +141,10 @@ def test_default_stack_durable_and_open_to_every_client(cli, root: Path) -> None
     # 40 from kcat, 300 demo, and the 9 lines of bad-events.jsonl (2 of them valid).
     assert audit["reconciled"] and audit["events"] == 349, audit
     assert audit["predictions"] == 342 and audit["deadletters"] == 7, audit
+    # The feature worker kept the streaming views of the same events: a user's row online.
+    user = lines[0]["entity"]["user_id"]
+    shown = cli("features", "get", "user_stream_stats", "--entity", f"user_id={user}", "--json")
+    assert json.loads(shown.stdout)["features"]["txn_count_24h"] >= 1
 
     # down + up: the broker's data is on disk, so the earlier predictions are still there.
     cli("down")

@@ -22,8 +22,8 @@ from streams import stack
 from streams.audit import read_topic
 from streams.cli import produce_records
 from streams.codec import decode
+from streams.online_store import online_store_config
 from streams.settings import Settings
-from streams.worker import online_store_config
 from tests.integration.faults import (
     FaultRow,
     demo_records,

@@ -37,11 +37,27 @@ def test_repo_defines_the_expected_objects(applied_repo: Any) -> None:
         "user_stats",
         "merchant_stats",
         "user_stream_stats",
+        "merchant_stream_stats",
     }
     assert {e.name for e in store.list_entities()} >= {"user", "merchant"}
     service = store.get_feature_service("fraud_v1")
     assert {p.name for p in service.feature_view_projections} == {"user_stats", "merchant_stats"}
-    assert {s.name for s in store.list_data_sources()} >= {"user_stream_push"}
+    assert {s.name for s in store.list_data_sources()} >= {
+        "user_stream_push",
+        "merchant_stream_push",
+    }
+
+
+def test_the_generator_knows_the_streaming_views_the_repo_declares(applied_repo: Any) -> None:
+    from features.fraud_data import MERCHANT_STREAM_VIEW, USER_STREAM_VIEW
+
+    store = open_store(applied_repo.path, applied_repo.online)
+    for view in (USER_STREAM_VIEW, MERCHANT_STREAM_VIEW):
+        declared = store.get_feature_view(view.name)
+        assert [f.name for f in declared.features] == view.features
+        assert declared.join_keys == [view.entity_key]
+        assert declared.stream_source is not None
+        assert declared.stream_source.name == view.push_source
 
 
 def test_relative_paths_resolve_from_the_repo(applied_repo: Any) -> None:
@@ -156,7 +172,7 @@ def test_apply_is_idempotent_and_drops_removed_objects(
     )
     apply_repo(repo, online)
     store = open_store(repo, online)
-    assert [s.name for s in store.list_feature_services()] == ["fraud_v9"]
+    assert sorted(s.name for s in store.list_feature_services()) == ["fraud_v2", "fraud_v9"]
     assert (tmp_path / "online.db").is_file()
 
 

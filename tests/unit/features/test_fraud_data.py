@@ -110,7 +110,16 @@ def test_merchant_fraud_rate_only_uses_labels_known_before_the_snapshot(
 def test_stream_history_counts_the_hour_before(small_data: OfflineData) -> None:
     tx = pd.read_parquet(small_data.transactions)
     stream = pd.read_parquet(small_data.user_stream_stats)
-    assert len(stream) == len(tx)
+    # A row 1 ms after each transaction (it entered the windows), and 1 ms after it left
+    # each window (10 minutes, 1 hour, 24 hours later): the change points.
+    stamps = set(zip(stream.user_id, stream.event_timestamp, strict=True))
+    end = pd.Timestamp(small_data.end)
+    for offset in (timedelta(0), timedelta(minutes=10), timedelta(hours=1), timedelta(hours=24)):
+        shifted = tx.event_timestamp + offset + timedelta(milliseconds=1)
+        expected = {(u, t) for u, t in zip(tx.user_id, shifted, strict=True) if t <= end}
+        assert expected <= stamps
+    assert stream.event_timestamp.max() <= end  # nothing after the history's end
+    assert len(stamps) == len(stream)
     row = stream.sort_values("txn_count_1h").iloc[-1]
     mine = tx[
         (tx.user_id == row.user_id)

@@ -33,13 +33,40 @@ class _Strict(BaseModel):
 
 
 class ModelInput(_Strict):
-    """One named ONNX input, fed from an event field or a Feast feature."""
+    """One model input, fed from an event field or a Feast feature.
 
-    name: str = Field(description="ONNX graph input name")
-    source: Literal["event", "feature"]
+    In the per-input form it names an ONNX graph input of shape ``[N, 1]``; with the
+    manifest's ``input_tensor`` it is one column of that single ``[N, k]`` float input,
+    in the order of ``inputs``.
+    """
+
+    name: str = Field(
+        default="",
+        description="ONNX graph input name (per-input form) or a label for the column "
+        "(input_tensor form); defaults to the ref, ':' replaced by '__'",
+    )
+    source: Literal["event", "feature"] | None = Field(
+        default=None,
+        description="where the value comes from; default: 'feature' when the ref has a "
+        "':' ('view:feature'), else 'event'",
+    )
     ref: str = Field(description="event field name, or 'view:feature' for a Feast feature")
-    dtype: Literal["float32", "string"]
+    dtype: Literal["float32", "string"] = Field(
+        default="float32", description="float32, or string (per-input form only)"
+    )
     default: float | str = Field(description="value used when the input is missing")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer(cls, data: Any) -> Any:
+        """A bare ``{"ref": ..., "default": ...}`` is enough: name and source follow."""
+        if isinstance(data, dict) and isinstance(data.get("ref"), str):
+            ref = data["ref"]
+            if data.get("source") is None:
+                data = data | {"source": "feature" if ":" in ref else "event"}
+            if not data.get("name"):
+                data = data | {"name": ref.replace(":", "__")}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ModelInput:
@@ -155,7 +182,16 @@ class ModelManifest(_Strict):
     sha256: str
     created_at: datetime
     task: Literal["binary_classification", "regression"]
-    inputs: list[ModelInput]
+    inputs: list[ModelInput] = Field(
+        description="what feeds the model, in order: ONNX inputs (per-input form) or the "
+        "columns of input_tensor"
+    )
+    input_tensor: str | None = Field(
+        default=None,
+        description="name of the graph's one 2-D float input [N, k] whose columns are "
+        "'inputs' in their order (what skl2onnx, XGBoost, LightGBM and PyTorch exports "
+        "have); unset: one [N, 1] graph input per manifest input, named after it",
+    )
     entity_keys: dict[str, str] = Field(
         description="Feast join key -> event field, e.g. {'user_id': 'user_id'}"
     )
@@ -184,6 +220,14 @@ class ModelManifest(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model {self.name!r}: duplicate input names {dupes}")
+        if self.input_tensor is not None:
+            strings = [i.name for i in self.inputs if i.dtype != "float32"]
+            if strings:
+                raise ValueError(
+                    f"model {self.name!r}: input_tensor {self.input_tensor!r} is one float "
+                    f"tensor, but inputs {strings} are strings: encode them in the graph "
+                    "and use the per-input form (no input_tensor), or feed numeric inputs"
+                )
         if "score" not in self.outputs:
             raise ValueError(f"model {self.name!r}: outputs must name the 'score' output")
         decision_names = [d.name for d in self.decisions]

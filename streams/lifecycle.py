@@ -124,14 +124,32 @@ def show(settings: Settings, name: str, version: str) -> str:
 
 def register(settings: Settings, onnx_path: Path, manifest_path: Path) -> ModelManifest:
     """Register an ONNX file with a manifest JSON (name, inputs, ...; version/sha256 assigned)."""
+    from pydantic import ValidationError
+
+    from models.errors import ManifestInvalid
     from streams.codec import decode
 
-    fields = decode(manifest_path.read_bytes())
+    try:
+        fields = decode(manifest_path.read_bytes())
+    except ValueError as exc:
+        raise ModelError(f"{manifest_path} is not JSON: {exc}") from None
     if not isinstance(fields, dict):
         raise ModelError(f"{manifest_path} is not a JSON object")
     for assigned in ("version", "sha256", "created_at", "history"):
         fields.pop(assigned, None)
-    name = fields.pop("name")
+    name = fields.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ManifestInvalid(
+            "?", ["name: required, missing (the model's name)"], str(manifest_path)
+        )
+    try:
+        # Validated whole first, so every problem is named at once (registration assigns
+        # version, sha256 and created_at).
+        ModelManifest.model_validate(
+            {**fields, "name": name, "version": "", "sha256": "", "created_at": datetime.now(UTC)}
+        )
+    except ValidationError as exc:
+        raise ManifestInvalid.from_validation(name, exc, str(manifest_path)) from None
     return registry_of(settings).register(name, onnx_path, **fields)
 
 

@@ -36,6 +36,7 @@ from streams import metrics
 from streams.control import ControlFollower
 from streams.errors import PipelineError
 from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
+from streams.health import Health
 from streams.monitoring.monitor import register_lag_monitor
 from streams.monitoring.signals import encode_signal
 from streams.pipeline import Inbound, Outbound, ScoringPipeline, dead_letter
@@ -85,6 +86,7 @@ def build_app(
     pipeline: ScoringPipeline,
     ready_file: Path | None = None,
     control: ControlFollower | None = None,
+    health: Health | None = None,
 ) -> faust.App:
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
     app = make_app(settings, settings.consumer_group)
@@ -145,6 +147,6 @@ def build_app(
     # No hook on revocation: Faust waits for every consumed event to be acked before it
     # commits and hands partitions over (App._consumer_wait_empty); the window settles
     # them meanwhile.
-    mark_ready_on_rebalance(app, ready_file)
+    mark_ready_on_rebalance(app, ready_file, health)
 
     return app

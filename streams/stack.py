@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
+PROBE_HTTP_TIMEOUT_S = 5.0
+
+
 class StackError(RuntimeError):
     """A part of the local stack could not start; the message says what and where to look."""
 
@@ -204,15 +207,47 @@ def start_workers(settings: Settings, state: StackState, count: int, role: str =
         state.workers.append({"pid": pid, "metrics_port": port, "log": str(log_path), "role": role})
 
 
-def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) -> None:
-    """Return when every worker has joined its group and can score; fail with its log."""
-    from streams.worker import ready_file
+def worker_url(settings: Settings, worker: dict[str, Any], path: str) -> str | None:
+    """``http://host:port/<path>`` of a worker's HTTP endpoint; None when it serves none."""
+    port = worker.get("metrics_port")
+    if not port:
+        return None
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host
+    return f"http://{host}:{port}/{path}"
 
+
+def worker_readiness(settings: Settings, worker: dict[str, Any]) -> dict[str, Any] | None:
+    """The worker's ``/ready`` answer (``{"ready": bool, "checks": ...}``); None when it
+    does not answer. A worker without an HTTP port reports through its ready file."""
+    import urllib.error
+    import urllib.request
+
+    url = worker_url(settings, worker, "ready")
+    if url is None:
+        from streams.worker import ready_file
+
+        ready = ready_file(settings, worker["pid"]).exists()
+        return {"ready": ready, "checks": {"ready_file": {"ok": ready, "detail": "no HTTP port"}}}
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_HTTP_TIMEOUT_S) as response:  # noqa: S310
+            body: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503: not ready, the body says why
+        body = json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return body
+
+
+def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) -> None:
+    """Return when every worker answers ``/ready`` (joined its group, model loaded, online
+    store answered); fail with its log or with the checks still failing."""
     deadline = time.monotonic() + timeout_s
     pending = list(state.workers)
+    last: dict[int, dict[str, Any] | None] = {}
     while pending:
         for worker in list(pending):
-            if ready_file(settings, worker["pid"]).exists():
+            last[worker["pid"]] = answer = worker_readiness(settings, worker)
+            if answer is not None and answer.get("ready"):
                 pending.remove(worker)
             elif not alive(worker["pid"]):
                 tail = Path(worker["log"]).read_text(errors="replace")[-3000:]
@@ -220,9 +255,18 @@ def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) ->
                     f"worker {worker['pid']} exited during start-up; its log ends:\n{tail}"
                 )
         if pending and time.monotonic() > deadline:
+            failing = {
+                w["pid"]: {
+                    name: c["detail"]
+                    for name, c in ((last.get(w["pid"]) or {}).get("checks") or {}).items()
+                    if not c.get("ok")
+                }
+                or "no answer on /ready"
+                for w in pending
+            }
             raise StackError(
-                f"workers {[w['pid'] for w in pending]} not ready after {timeout_s:.0f}s; "
-                f"see {[w['log'] for w in pending]}"
+                f"workers {[w['pid'] for w in pending]} not ready after {timeout_s:.0f}s "
+                f"({failing}); see {[w['log'] for w in pending]}"
             )
         time.sleep(0.2)
 

@@ -11,8 +11,10 @@ control follower, until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+import time
 from pathlib import Path
 
 import faust
@@ -22,15 +24,18 @@ from features.store import OnlineStoreConfig, open_store
 from models.registry import LoadedModel, ModelNotFound, ModelRegistry
 from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
-from streams import metrics
 from streams.app import build_app
 from streams.control import ControlFollower
+from streams.health import Check, Health, serve
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
 from streams.pipeline import PipelineConfig, ScoringPipeline
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+READY_PROBE = "__ready_probe__"
+"""The entity /ready looks up: unknown to the store, which must still answer."""
 
 
 def online_store_config(settings: Settings) -> OnlineStoreConfig:
@@ -67,7 +72,33 @@ def initial_routing(settings: Settings) -> RoutingTable:
         return build_routing(registry, RolloutState(model=state.model, champion=state.champion))
 
 
-async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower]:
+def readiness(pipeline: ScoringPipeline, source: FeastOnlineSource) -> Health:
+    """/ready of a scoring worker: partitions assigned, a model served, the store answers."""
+    health = Health("score")
+
+    def model() -> Check:
+        manifest = pipeline.model.manifest
+        return Check(True, f"{manifest.name} v{manifest.version} loaded")
+
+    async def online_store() -> str:
+        manifest = pipeline.model.manifest
+        refs = manifest.feature_refs()
+        if not refs:
+            return "not needed (the model reads no features)"
+        keys = list(manifest.entity_keys)
+        # A real lookup, not the entity cache: forget the probe entity in every view.
+        subsets = [c for n in range(1, len(keys) + 1) for c in itertools.combinations(keys, n)]
+        source.invalidate([dict.fromkeys(c, READY_PROBE) for c in subsets])
+        started = time.monotonic()
+        await source.fetch(refs, [dict.fromkeys(keys, READY_PROBE)])
+        return f"answered a lookup in {(time.monotonic() - started) * 1000:.0f} ms"
+
+    health.add_check("model", model)
+    health.add_probe("online_store", online_store)
+    return health
+
+
+async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower, Health]:
     await wait_for_broker(settings, timeout_s=30)
     await ensure_topics(settings)
     routing = initial_routing(settings)
@@ -114,7 +145,7 @@ async def _prepare(settings: Settings) -> tuple[ScoringPipeline, ControlFollower
     follower = ControlFollower(settings, pipeline, ModelRegistry(settings.registry_path))
     # Before the first event: a restarted worker serves the current rollout at once.
     await follower.start()
-    return pipeline, follower
+    return pipeline, follower, readiness(pipeline, source)
 
 
 def run_worker(settings: Settings) -> None:
@@ -126,11 +157,12 @@ def run_worker(settings: Settings) -> None:
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    pipeline, follower = loop.run_until_complete(_prepare(settings))
+    pipeline, follower, health = loop.run_until_complete(_prepare(settings))
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    app = build_app(settings, pipeline, ready_file=ready, control=follower)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
+    health.attach_loop(loop)
+    app = build_app(settings, pipeline, ready_file=ready, control=follower, health=health)
+    serve(settings.metrics_host, settings.metrics_port, health)
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import faust
 
-from streams import metrics
 from streams.faust_app import make_app, mark_ready_on_rebalance
+from streams.health import Health, serve
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.feedback import register_feedback
 from streams.monitoring.monitor import register_lag_monitor
@@ -33,12 +33,14 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
     return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
-def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.App:
+def build_feedback_app(
+    settings: Settings, ready: Path | None = None, health: Health | None = None
+) -> faust.App:
     app = make_app(settings, f"{settings.consumer_group}-feedback")
     register_feedback(app, settings)
     register_lag_monitor(app)
 
-    mark_ready_on_rebalance(app, ready)
+    mark_ready_on_rebalance(app, ready, health)
 
     return app
 
@@ -56,8 +58,10 @@ def run_feedback_worker(settings: Settings) -> None:
     loop.run_until_complete(ensure_topics(settings))
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    app = build_feedback_app(settings, ready)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
+    health = Health("feedback")  # ready: partitions assigned, recovery over
+    health.attach_loop(loop)
+    app = build_feedback_app(settings, ready, health)
+    serve(settings.metrics_host, settings.metrics_port, health)
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

@@ -21,6 +21,7 @@ from streams.cli.common import (
     StreamscoreGroup,
     build_settings,
     common_options,
+    eprint,
     online_store_option,
 )
 from streams.settings import Settings
@@ -159,6 +160,97 @@ def register(onnx: Path, manifest: Path, **options: Any) -> int:
         f"registered {registered.name} v{registered.version} (sha256 {registered.sha256[:12]})"
     )
     return EXIT_OK
+
+
+@models.command()
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write it here"
+)
+def schema(output: Path | None) -> int:
+    """The JSON Schema of a manifest file (what `models register` takes)."""
+    from models.manifest import registration_schema
+
+    text = json.dumps(registration_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        eprint(f"wrote {output}")
+    return EXIT_OK
+
+
+@models.command()
+@click.argument("onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="the model's name in the registry")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    required=True,
+    metavar="REF[=DEFAULT]",
+    help="an event field or a Feast 'view:feature', in the model's column order; "
+    "repeatable or comma-separated",
+)
+@click.option(
+    "--entity-key",
+    "entity_keys",
+    multiple=True,
+    metavar="JOIN_KEY[=EVENT_FIELD]",
+    help="the Feast join key the feature refs are looked up by (repeatable)",
+)
+@click.option("--task", type=click.Choice(["binary_classification", "regression"]))
+@click.option(
+    "--training-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the training set (.parquet or .csv): lineage (rows, sha256, time range) and "
+    "defaults (each input's median)",
+)
+@click.option("--time-column", default="event_timestamp", show_default=True)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write it here"
+)
+def init(
+    onnx: Path,
+    name: str,
+    inputs: tuple[str, ...],
+    entity_keys: tuple[str, ...],
+    task: str | None,
+    training_data: Path | None,
+    time_column: str,
+    output: Path | None,
+) -> int:
+    """A manifest skeleton for ONNX fed by --input refs, checked against the graph."""
+    from models.skeleton import manifest_skeleton
+
+    data = onnx.read_bytes()
+    skeleton = manifest_skeleton(data, name, inputs, entity_keys, task, training_data, time_column)
+    _check_against_graph(data, skeleton.manifest)
+    text = json.dumps(skeleton.manifest, indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        eprint(f"wrote {output}")
+    for line in skeleton.todo:
+        eprint(f"to review: {line}")
+    target = output or "manifest.json"
+    eprint(f"next: streamscore models register --onnx {onnx} --manifest {target}")
+    return EXIT_OK
+
+
+def _check_against_graph(data: bytes, manifest: dict[str, Any]) -> None:
+    """The skeleton must pass registration's graph check (lineage may still be open)."""
+    from datetime import UTC, datetime
+
+    from models.manifest import ModelManifest
+    from models.scoring import OnnxScorer
+
+    now = datetime.now(UTC)
+    lineage = {"start": now, "end": now, "rows": 0, "data_sha256": ""} | manifest["lineage"]
+    draft = ModelManifest.model_validate(
+        manifest | {"lineage": lineage, "version": "", "sha256": "", "created_at": now}
+    )
+    OnnxScorer(Path("model.onnx"), draft, model_bytes=data)
 
 
 def rollout_options(func: Any) -> Any:

@@ -19,6 +19,8 @@ from models.manifest import ASSIGNED_FIELDS, ModelManifest, registration_schema
 from models.registry import ModelRegistry
 from models.skeleton import SkeletonError, manifest_skeleton
 from streams.cli import main
+from streams.cli.produce import served_entity_field
+from streams.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,10 @@ def test_init_writes_a_manifest_that_registers_and_scores(
     x = np.array([[1, 30], [4, 2]], np.float32)
     columns = {"priority": x[:, :1], "team_stats__open_tickets": x[:, 1:]}
     np.testing.assert_allclose(loaded.scorer.score_batch(columns), model.predict(x), rtol=1e-5)
+    # produce keys a use case's events by its served model's entity key
+    settings = Settings(home=home, model_name="tickets", bootstrap_servers="127.0.0.1:1")
+    assert served_entity_field(settings) == "team_id"
+    assert served_entity_field(settings.model_copy(update={"model_name": "other"})) is None
 
 
 def test_init_without_training_data_says_what_to_fill(regression: tuple[bytes, Path, Any]) -> None:

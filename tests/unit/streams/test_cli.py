@@ -137,3 +137,17 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(c in out for c in ("up", "produce", "models", "audit", "bench"))
     assert main(["models", "promote", "--help"]) == 0
     assert "[NAME] VERSION" in capsys.readouterr().out
+
+
+def test_a_file_is_sent_as_is_keyed_by_the_field(tmp_path: Path) -> None:
+    from streams.cli.produce import file_records
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"event_id": "1", "team_id": "t1"}\n\nnot json\n{"event_id": "2"}\n')
+    assert file_records(path, "team_id") == [
+        (b"t1", b'{"event_id": "1", "team_id": "t1"}'),
+        (None, b"not json"),
+        (None, b'{"event_id": "2"}'),
+    ]
+    assert [key for key, _ in file_records(path, None)] == [None, None, None]
+    assert parse("produce", "--file", str(path), "--key", "team_id")["key_field"] == "team_id"

@@ -89,7 +89,7 @@ def build_app(
     health: Health | None = None,
 ) -> faust.App:
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
-    app = make_app(settings, settings.consumer_group)
+    app = make_app(settings, settings.group_id)
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     destinations = {
         "predictions": settings.topic("predictions"),

@@ -19,7 +19,14 @@ from typing import Any
 from models.errors import ModelError
 from models.manifest import HistoryEntry, ModelManifest
 from models.registry import ModelRegistry
-from models.rollout import Action, RolloutRefused, apply_command, quality_gate, version_states
+from models.rollout import (
+    Action,
+    RolloutRefused,
+    apply_command,
+    quality_gate,
+    undone,
+    version_states,
+)
 from streams.control import publish_state, wait_for_acks
 from streams.settings import Settings
 
@@ -196,7 +203,11 @@ def rollout(
     # Publish first: a broker that is away leaves the registry's record unchanged.
     asyncio.run(publish_state(settings, state))
     registry.save_rollout(state)
-    target = version or (state.champion if action == "rollback" else None)
+    target = version
+    if action == "rollback":
+        # the version the undo concerns: the restored champion, else what was stopped
+        stopped = current.canary.version if current.canary else current.shadow
+        target = state.champion if state.champion != current.champion else stopped
     if target is not None:
         detail: dict[str, Any] = {"seq": state.seq}
         if percent is not None:
@@ -221,6 +232,7 @@ def rollout(
     return {
         "state": state.model_dump(mode="json"),
         "gate": gate.describe() if gate else None,
+        "undone": undone(current, state) if action == "rollback" else None,
         "acks": [
             {
                 "worker": a["worker"],

@@ -291,12 +291,9 @@ def up(
     settings.home.mkdir(parents=True, exist_ok=True)
     path = state_path(settings)
     state = StackState.load(path)
+    check_up_is_safe(settings, state)
     if state is not None and state.broker != settings.broker:
-        if alive(state.broker_pid) or any(alive(w["pid"]) for w in state.workers):
-            raise StackError(
-                f"the stack is up with broker {state.broker}; run `streamscore down` first"
-            )
-        state = None
+        state = None  # nothing of it runs (check_up_is_safe): start afresh
     if state is None:
         state = StackState(settings.broker, settings.bootstrap_servers, settings.online_store)
     state.bootstrap_servers = settings.bootstrap_servers
@@ -321,13 +318,86 @@ def up(
     return state
 
 
+# --- up never overwrites the state of a running stack it did not notice (issue 12) ---
+
+# Settings that a running stack's processes were started with; `up` with other values
+# would record a state that is not what runs. (Worker count may grow: up adds workers.)
+_VOLATILE = {"STREAMSCORE_KAFKA_CACHE_DIR", "STREAMSCORE_LOG_LEVEL"}
+
+
+def running_parts(settings: Settings, state: StackState | None) -> list[str]:
+    """What of ``state`` still runs (the broker by its pidfile under the home)."""
+    parts = [f"worker {w['pid']}" for w in (state.workers if state else []) if worker_running(w)]
+    if LocalKafka(settings).pid() is not None:
+        parts.append(f"broker (kafka, pid {LocalKafka(settings).pid()})")
+    return parts
+
+
+def unrecorded_workers(settings: Settings, state: StackState | None) -> list[int]:
+    """Workers of this home that ``stack.json`` does not record: they left a ready file
+    under ``<home>/run`` and still run (a deleted or overwritten stack.json)."""
+    recorded = {w["pid"] for w in (state.workers if state else [])}
+    found = []
+    for ready in sorted((settings.home / "run").glob("worker-*.ready")):
+        pid = int(ready.stem.removeprefix("worker-")) if ready.stem[7:].isdigit() else 0
+        if pid and pid not in recorded and worker_running({"pid": pid}):
+            found.append(pid)
+    return found
+
+
+def check_up_is_safe(settings: Settings, state: StackState | None) -> None:
+    """Refuse an ``up`` that would overwrite what runs: parts this home's stack.json
+    does not record, or a running stack started with other settings."""
+    # (A broker of this home that runs without a stack.json, e.g. `python -m
+    # streams.broker start`, is simply adopted: up records it.)
+    orphans = unrecorded_workers(settings, state)
+    if orphans:
+        raise StackError(
+            f"workers of a stack in {settings.home} run that its stack.json does not record "
+            f"(pids {orphans}); `streamscore down` stops them, then `up` again"
+        )
+    if state is None:
+        return
+    running = running_parts(settings, state)
+    if not running:
+        return
+    if state.broker != settings.broker:
+        raise StackError(
+            f"the stack in {settings.home} is up with broker {state.broker} "
+            f"({', '.join(running)}); run `streamscore down` first"
+        )
+    wanted = {k: v for k, v in child_env(settings).items() if k.startswith("STREAMSCORE_")}
+    differ = sorted(
+        key
+        for key in set(state.env) | set(wanted)
+        if key not in _VOLATILE and state.env.get(key) != wanted.get(key)
+    )
+    if differ:
+        shown = ", ".join(
+            f"{k}={state.env.get(k, '(unset)')} (now {wanted.get(k, '(unset)')})"
+            for k in differ
+            if "PASSWORD" not in k
+        )
+        raise StackError(
+            f"the stack in {settings.home} runs ({', '.join(running)}) with other settings: "
+            f"{shown or ', '.join(differ)}. Run `streamscore down` first, or use another "
+            "STREAMSCORE_HOME for a second stack"
+        )
+
+
 def down(settings: Settings) -> list[str]:
-    """Stop exactly what ``up`` recorded; return what was stopped."""
+    """Stop exactly what ``up`` recorded (and workers of this home it lost track of);
+    return what was stopped."""
     path = state_path(settings)
     state = StackState.load(path)
-    if state is None:
-        return []
     stopped = []
+    for pid in unrecorded_workers(settings, state):
+        stop_pid(pid)
+        stopped.append(f"worker {pid} (not in stack.json)")
+    if state is None:
+        if LocalKafka(settings).stop():
+            stopped.append("broker (kafka, not in stack.json)")
+        return stopped
     for worker in state.workers:
         if alive(worker["pid"]):
             stop_pid(worker["pid"])

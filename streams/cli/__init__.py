@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`.stack` (``up``, ``down``, ``status``, ``worker``,
 ``bootstrap``), :mod:`.produce`, :mod:`.tail`, :mod:`.audit`, :mod:`.bench`,
-:mod:`.models` (``train`` and ``models ...``). Every command builds one
+:mod:`.models` (``train`` and ``models ...``), :mod:`.settings`. Every command builds one
 :class:`~streams.settings.Settings` (env ``STREAMSCORE_*`` plus its options); shared
 options, error handling and exit codes are in :mod:`.common`.
 """
@@ -19,6 +19,7 @@ from streams.cli.bench import bench
 from streams.cli.common import StreamscoreGroup
 from streams.cli.models import models, train
 from streams.cli.produce import produce
+from streams.cli.settings import settings_command
 from streams.cli.stack import bootstrap, down, status, up, worker
 from streams.cli.tail import tail
 
@@ -29,7 +30,20 @@ def cli() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for command in (up, down, status, worker, bootstrap, produce, tail, audit, bench, train, models):
+for command in (
+    up,
+    down,
+    status,
+    worker,
+    bootstrap,
+    produce,
+    tail,
+    audit,
+    bench,
+    train,
+    models,
+    settings_command,
+):
     cli.add_command(command)
 
 

@@ -106,7 +106,6 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def list_(name: str | None, model: str | None, as_json: bool, **options: Any) -> int:
     """Versions, state, metrics and lineage (every model, or NAME's)."""
-    from models.rollout import GATE_METRICS
     from streams import lifecycle
 
     settings = build_settings(**options)
@@ -114,19 +113,42 @@ def list_(name: str | None, model: str | None, as_json: bool, **options: Any) ->
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return EXIT_OK
-    click.echo(f"{'model':<10} {'ver':>4} {'state':<10} metrics                     lineage")
-    for r in rows:
-        m = r["metrics"]
-        state = r["state"] + (f" {r['percent']:g}%" if "percent" in r else "")
-        shown = list(GATE_METRICS.get(r["task"], {})) or list(m)[:2]
-        figures = "  ".join(f"{k}={m[k]:.4f}" if k in m else f"{k}=-" for k in shown)
-        lin = r["lineage"]
-        click.echo(
-            f"{r['name']:<10} {r['version']:>4} {state:<10} {figures:<27} "
-            f"{lin['feature_service']} {lin['start'][:10]}..{lin['end'][:10]} "
-            f"rows={lin['rows']} data={lin['data_sha256']}"
-        )
+    click.echo(models_table(rows))
     return EXIT_OK
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    """One table per task, so each model's metrics sit under their own names (a
+    classifier's roc_auc/pr_auc, a regressor's mae/rmse: what its promotion gate uses)."""
+    from tabulate import tabulate
+
+    from models.rollout import GATE_METRICS
+
+    tables = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        metrics = list(GATE_METRICS.get(task, {})) or sorted(
+            {k for r in mine for k in r["metrics"]}
+        )
+        table = [
+            [
+                r["name"],
+                r["version"],
+                r["state"] + (f" {r['percent']:g}%" if "percent" in r else ""),
+                *(r["metrics"].get(m) for m in metrics),
+                f"{r['lineage']['feature_service'] or '-'} "
+                f"{r['lineage']['start'][:10]}..{r['lineage']['end'][:10]}",
+                r["lineage"]["rows"],
+                r["lineage"]["data_sha256"],
+            ]
+            for r in mine
+        ]
+        headers = ["model", "ver", "state", *metrics, "trained on", "rows", "data"]
+        tables.append(
+            f"{task}:\n"
+            + tabulate(table, headers=headers, floatfmt=".4f", missingval="-", tablefmt="simple")
+        )
+    return "\n\n".join(tables) or "no models registered"
 
 
 @models.command()
@@ -316,6 +338,8 @@ def run_rollout(
         + (f", canary v{canary['version']} {canary['percent']:g}%" if canary else "")
         + (f", shadow v{state['shadow']}" if state["shadow"] else "")
     )
+    if report.get("undone"):
+        click.echo(f"rollback: {report['undone']}")
     if report["gate"]:
         click.echo(f"quality gate: {report['gate']}")
     for ack in report["acks"]:
@@ -359,7 +383,8 @@ def shadow(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
 @click.argument("args", nargs=-1, metavar="[NAME]")
 @click.pass_context
 def rollback(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
-    """Back to the previous champion (stops canary and shadow)."""
+    """Undo the last rollout step: stop a canary or shadow, or restore the previous
+    champion after a promotion; refused only when there is nothing to undo."""
     return run_rollout(ctx, "rollback", args, **_split(kw))
 
 

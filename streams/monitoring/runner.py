@@ -2,7 +2,7 @@
 
 In: :class:`Settings`. Out: the agents of
 :func:`streams.monitoring.feedback.register_feedback` in a Faust worker of its own
-(consumer group ``<consumer_group>-feedback``, so it scales apart from scoring and the
+(consumer group ``<topic_prefix><consumer_group>-feedback``, so it scales apart from scoring and the
 scoring worker carries no join), the consumer-lag gauge, metrics on ``metrics_port``,
 and a ready file under ``<home>/run`` once the group is joined (the same file name as a
 scoring worker's, so ``streamscore up`` waits for either the same way).
@@ -36,7 +36,7 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
 def build_feedback_app(
     settings: Settings, ready: Path | None = None, health: Health | None = None
 ) -> faust.App:
-    app = make_app(settings, f"{settings.consumer_group}-feedback")
+    app = make_app(settings, f"{settings.group_id}-feedback")
     register_feedback(app, settings)
     register_lag_monitor(app)
 

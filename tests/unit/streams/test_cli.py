@@ -151,3 +151,33 @@ def test_a_file_is_sent_as_is_keyed_by_the_field(tmp_path: Path) -> None:
     ]
     assert [key for key, _ in file_records(path, None)] == [None, None, None]
     assert parse("produce", "--file", str(path), "--key", "team_id")["key_field"] == "team_id"
+
+
+def test_models_list_shows_each_tasks_own_metrics() -> None:
+    from streams.cli.models import models_table
+
+    lineage = {
+        "feature_service": None,
+        "start": "2026-01-01T00:00:00",
+        "end": "2026-01-02T00:00:00",
+        "rows": 10,
+        "data_sha256": "abc",
+    }
+    rows = [
+        {"name": "fraud", "version": "1", "state": "champion", "task": "binary_classification",
+         "metrics": {"roc_auc": 0.91, "pr_auc": 0.5}, "lineage": lineage},
+        {"name": "fraud", "version": "2", "state": "canary", "percent": 10.0,
+         "task": "binary_classification", "metrics": {"roc_auc": 0.92}, "lineage": lineage},
+        {"name": "eta", "version": "1", "state": "champion", "task": "regression",
+         "metrics": {"mae": 2.5, "rmse": 3.25}, "lineage": lineage},
+    ]  # fmt: skip
+    classification, regression = models_table(rows).split("\n\n")
+    assert classification.splitlines()[1].split() == [
+        "model", "ver", "state", "roc_auc", "pr_auc", "trained", "on", "rows", "data",
+    ]  # fmt: skip
+    canary = classification.splitlines()[-1].split()
+    assert canary[:6] == ["fraud", "2", "canary", "10%", "0.9200", "-"], canary
+    assert (
+        regression.startswith("regression:") and "mae" in regression and "roc_auc" not in regression
+    )
+    assert regression.splitlines()[-1].split()[3:5] == ["2.5000", "3.2500"]

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,10 +285,36 @@ def bootstrap(settings: Settings) -> None:
         log.info("registered %s v%s %s", manifest.name, manifest.version, manifest.metrics)
 
 
+@contextlib.contextmanager
+def stack_lock(settings: Settings) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per home: a second one fails at once instead of
+    recording a state over the first one's."""
+    import fcntl
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with (settings.home / "stack.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(
+                f"another `streamscore up` or `down` is running on {settings.home}; "
+                "wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def up(
     settings: Settings, workers: int = 1, prepare: bool = True, timeout_s: float = 180.0
 ) -> StackState:
     """Start what is not running yet, bootstrap the example, return when workers are ready."""
+    with stack_lock(settings):
+        return _up(settings, workers, prepare, timeout_s)
+
+
+def _up(settings: Settings, workers: int, prepare: bool, timeout_s: float) -> StackState:
     settings.home.mkdir(parents=True, exist_ok=True)
     path = state_path(settings)
     state = StackState.load(path)
@@ -388,6 +415,11 @@ def check_up_is_safe(settings: Settings, state: StackState | None) -> None:
 def down(settings: Settings) -> list[str]:
     """Stop exactly what ``up`` recorded (and workers of this home it lost track of);
     return what was stopped."""
+    with stack_lock(settings):
+        return _down(settings)
+
+
+def _down(settings: Settings) -> list[str]:
     path = state_path(settings)
     state = StackState.load(path)
     stopped = []

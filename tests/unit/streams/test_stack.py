@@ -102,3 +102,11 @@ def test_up_refuses_to_overwrite_a_running_stack_started_otherwise(tmp_path: Pat
         if fake.stdout is not None:
             fake.stdout.close()
     stack.check_up_is_safe(other, state)  # nothing runs any more: up may start afresh
+
+
+def test_one_up_or_down_at_a_time_per_home(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    with stack.stack_lock(settings):
+        with pytest.raises(stack.StackError, match="another `streamscore up` or `down`"):
+            stack.down(settings)
+    assert stack.down(settings) == []

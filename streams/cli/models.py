@@ -22,6 +22,7 @@ from streams.cli.common import (
     build_settings,
     common_options,
     eprint,
+    json_option,
     online_store_option,
 )
 from streams.settings import Settings
@@ -103,7 +104,7 @@ def models() -> None:
 @common_options
 @click.argument("name", required=False)
 @model_option
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def list_(name: str | None, model: str | None, as_json: bool, **options: Any) -> int:
     """Versions, state, metrics and lineage (every model, or NAME's)."""
     from streams import lifecycle
@@ -155,15 +156,23 @@ def models_table(rows: list[dict[str, Any]]) -> str:
 @common_options
 @click.argument("args", nargs=-1, metavar="[NAME] VERSION")
 @model_option
+@json_option
 @click.pass_context
-def show(ctx: click.Context, args: tuple[str, ...], model: str | None, **options: Any) -> int:
-    """The model card of one version."""
+def show(
+    ctx: click.Context, args: tuple[str, ...], model: str | None, as_json: bool, **options: Any
+) -> int:
+    """The model card of one version (--json: its manifest)."""
     from streams import lifecycle
 
     settings = build_settings(**options)
     name, version = split_name_version(ctx, args, model, version_required=True)
     assert version is not None
-    click.echo(lifecycle.show(settings, resolve_model(settings, name), version))
+    name = resolve_model(settings, name)
+    if as_json:
+        manifest = lifecycle.registry_of(settings).manifest(name, version)
+        click.echo(manifest.model_dump_json(indent=2))
+        return EXIT_OK
+    click.echo(lifecycle.show(settings, name, version))
     return EXIT_OK
 
 
@@ -173,11 +182,23 @@ def show(ctx: click.Context, args: tuple[str, ...], model: str | None, **options
 @click.option(
     "--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
 )
-def register(onnx: Path, manifest: Path, **options: Any) -> int:
+@json_option
+def register(onnx: Path, manifest: Path, as_json: bool, **options: Any) -> int:
     """Register an ONNX file with its manifest JSON as a candidate."""
     from streams import lifecycle
 
     registered = lifecycle.register(build_settings(**options), onnx, manifest)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "name": registered.name,
+                    "version": registered.version,
+                    "sha256": registered.sha256,
+                }
+            )
+        )
+        return EXIT_OK
     click.echo(
         f"registered {registered.name} v{registered.version} (sha256 {registered.sha256[:12]})"
     )
@@ -288,6 +309,7 @@ def rollout_options(func: Any) -> Any:
     )(func)
     func = click.option("--reason", help="why (required with --force; kept in the history)")(func)
     func = model_option(func)
+    func = json_option(func)
     return common_options(func)
 
 
@@ -299,6 +321,7 @@ def run_rollout(
     reason: str | None,
     wait: float,
     workers: int | None,
+    as_json: bool,
     options: dict[str, Any],
     percent: float | None = None,
     force: bool = False,
@@ -331,6 +354,9 @@ def run_rollout(
         wait_workers=wait_workers or None,
         wait_s=wait if wait_workers or workers is not None else 0.0,
     )
+    if as_json:
+        click.echo(json.dumps(report | {"model": name, "action": action}, indent=2))
+        return EXIT_OK
     state = report["state"]
     canary = state["canary"]
     click.echo(
@@ -408,5 +434,5 @@ def shadow_off(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
 
 def _split(kw: dict[str, Any]) -> dict[str, Any]:
     """The rollout options apart from the settings options (--home, --bootstrap-servers)."""
-    mine = {k: kw.pop(k) for k in ("model", "reason", "wait", "workers")}
+    mine = {k: kw.pop(k) for k in ("model", "reason", "wait", "workers", "as_json")}
     return mine | {"options": kw}

@@ -18,6 +18,7 @@ from streams.cli.common import (
     StreamscoreCommand,
     build_settings,
     common_options,
+    json_option,
     online_store_option,
 )
 from streams.settings import Settings
@@ -42,13 +43,21 @@ log = logging.getLogger("streamscore")
     show_default=True,
     help="seconds to wait for workers to be ready",
 )
-def up(workers: int, timeout: float, **options: Any) -> int:
+@json_option
+def up(workers: int, timeout: float, as_json: bool, **options: Any) -> int:
     """Start broker, online store and workers in the background."""
     from streams import stack
 
     settings = build_settings(follow_stack=False, **options)
     started = time.monotonic()
     state = stack.up(settings, workers=workers, timeout_s=timeout)
+    if as_json:
+        from dataclasses import asdict
+
+        recorded = asdict(state) | {"took_s": round(time.monotonic() - started, 1)}
+        recorded.pop("env", None)  # the settings: `streamscore settings --json`
+        click.echo(json.dumps(recorded, indent=2))
+        return EXIT_OK
     click.echo(
         f"streamscore is up in {time.monotonic() - started:.1f}s: broker {state.broker} at "
         f"{state.bootstrap_servers}, online store {state.online_store}, "
@@ -60,11 +69,15 @@ def up(workers: int, timeout: float, **options: Any) -> int:
 
 @click.command(cls=StreamscoreCommand)
 @common_options
-def down(**options: Any) -> int:
+@json_option
+def down(as_json: bool, **options: Any) -> int:
     """Stop what up started."""
     from streams import stack
 
     stopped = stack.down(build_settings(**options))
+    if as_json:
+        click.echo(json.dumps({"stopped": stopped}))
+        return EXIT_OK
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return EXIT_OK
 
@@ -241,7 +254,7 @@ def render_status(report: dict[str, Any]) -> str:
 
 @click.command(cls=StreamscoreCommand)
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def status(as_json: bool, **options: Any) -> int:
     """Inspect the local stack (exit 3 when it is not up)."""
     report = status_report(build_settings(**options))

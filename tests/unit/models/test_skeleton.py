@@ -95,6 +95,10 @@ def test_init_writes_a_manifest_that_registers_and_scores(
     home = tmp_path / "home"
     argv = ["models", "register", "--onnx", str(tmp_path / "model.onnx"), "--manifest", str(out)]
     assert main([*argv, "--home", str(home)]) == 0
+    capsys.readouterr()
+    assert main(["models", "show", "1", "--json", "--home", str(home)]) == 0  # the only model
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["name"], shown["version"], shown["input_tensor"]) == ("tickets", "1", "X")
     loaded = ModelRegistry(home / "registry").load("tickets", "1")
     x = np.array([[1, 30], [4, 2]], np.float32)
     columns = {"priority": x[:, :1], "team_stats__open_tickets": x[:, 1:]}

@@ -63,6 +63,14 @@ def parse(*argv: str) -> dict:
         ["models", "rollback", "fraud"],
         ["models", "canary-off"],
         ["models", "shadow-off", "fraud"],
+        ["up", "--json"],
+        ["down", "--json"],
+        ["models", "show", "2", "--json"],
+        ["models", "rollback", "--json", "--wait", "0"],
+        ["models", "register", "--onnx", __file__, "--manifest", __file__, "--json"],
+        ["settings", "--json", "--changed"],
+        ["models", "schema", "-o", "s.json"],
+        ["models", "init", __file__, "--name", "x", "--input", "a,b", "--entity-key", "k"],
     ],
 )
 def test_every_documented_command_line_parses(argv: list[str]) -> None:

@@ -195,6 +195,9 @@ class ModelManifest(_Strict):
     )
     input_tensor: str | None = Field(
         default=None,
+        # Unset, it is left out of manifest.json, so a registry written by this version is
+        # still read by workers of the previous one (a rolling upgrade).
+        exclude_if=lambda value: value is None,
         description="name of the graph's one 2-D float input [N, k] whose columns are "
         "'inputs' in their order (what skl2onnx, XGBoost, LightGBM and PyTorch exports "
         "have); unset: one [N, 1] graph input per manifest input, named after it",

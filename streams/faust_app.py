@@ -101,7 +101,7 @@ def mark_ready_on_rebalance(
         await cast(Any, app.tables).recovery.completed.wait()
         metrics.WORKER_READY.set(1)
         if health is not None:
-            health.assigned(str(tp) for tp in app.assignor.assigned_actives())
+            health.assigned(f"{tp.topic}-{tp.partition}" for tp in app.assignor.assigned_actives())
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             # A few bytes once per rebalance; not worth a thread.

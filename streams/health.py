@@ -99,7 +99,7 @@ class Health:
         checks["partitions"] = (
             Check(False, "not assigned yet (joining the consumer group or rebalancing)")
             if partitions is None
-            else Check(True, f"{len(partitions)} assigned: {', '.join(partitions) or 'none'}")
+            else Check(True, f"{len(partitions)} assigned: {_by_topic(partitions) or 'none'}")
         )
         for name, check in self._checks.items():
             checks[name] = check()
@@ -139,6 +139,17 @@ class Health:
             return Check(False, f"no answer within {PROBE_TIMEOUT_S:g}s")
         except Exception as exc:  # the probe's failure is the check's answer
             return Check(False, f"{type(exc).__name__}: {exc}")
+
+
+def _by_topic(partitions: list[str]) -> str:
+    """``["events-0", "events-1", "labels-0"]`` -> ``"events 0,1; labels 0"``."""
+    topics: dict[str, list[str]] = {}
+    for name in partitions:
+        topic, _, number = name.rpartition("-")
+        topics.setdefault(topic, []).append(number)
+    return "; ".join(
+        f"{topic} {','.join(sorted(numbers, key=int))}" for topic, numbers in topics.items()
+    )
 
 
 async def _awaited(probe: Callable[[], Awaitable[str]]) -> str:

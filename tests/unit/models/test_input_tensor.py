@@ -173,3 +173,18 @@ def test_registering_a_manifest_file_names_every_bad_field(tmp_path: Path) -> No
     path.write_text(json.dumps(_fields(name="eta")))
     manifest = lifecycle.register(settings, tmp_path / "model.onnx", path)
     assert (manifest.name, manifest.version, manifest.input_tensor) == ("eta", "1", "X")
+
+
+def test_a_manifest_without_input_tensor_is_written_as_before(tmp_path: Path) -> None:
+    """Unset, input_tensor is left out of manifest.json: workers of the previous version
+    (whose manifest model forbids unknown keys) still read what this one registers."""
+    _, onnx_bytes = _regressor()
+    registry = ModelRegistry(tmp_path)
+    registry.register("eta", onnx_bytes, **_fields())
+    written = json.loads((tmp_path / "eta" / "1" / "manifest.json").read_text())
+    assert written["input_tensor"] == "X"
+    fields = _fields(inputs=[{"name": "X", "ref": "x", "default": 0.0}], input_tensor=None)
+    manifest = ModelManifest.model_validate(
+        fields | {"name": "eta", "version": "2", "sha256": "x", "created_at": "2026-01-01T00:00Z"}
+    )
+    assert "input_tensor" not in json.loads(manifest.model_dump_json())

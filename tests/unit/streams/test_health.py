@@ -76,7 +76,10 @@ def test_ready_needs_partitions_and_every_check(loop: asyncio.AbstractEventLoop)
 
     health.assigned(["events-1", "events-0"])
     ok, body = health.ready()
-    assert ok and body["checks"]["partitions"]["detail"] == "2 assigned: events-0, events-1"
+    assert ok and body["checks"]["partitions"]["detail"] == "2 assigned: events 0,1"
+    health.assigned(["labels-0", "events-10", "events-2", "feedback-join-1"])
+    detail = health.ready()[1]["checks"]["partitions"]["detail"]
+    assert detail == "4 assigned: events 2,10; feedback-join 1; labels 0"
 
     # The probe runs at most every PROBE_EVERY_S; its failure names the error.
     answers.append("!redis at 127.0.0.1:1 refused")

@@ -36,6 +36,7 @@ from feast import FeatureStore
 
 from features.errors import FeatureStoreUnavailable
 from features.online import OnlineFeatureSource
+from features.store import OnlineStoreConfig, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +212,9 @@ class GuardedSource:
                 self.on_state(state)
 
 
-def redis_probe(redis_url: str, timeout_s: float) -> Callable[[], Health]:
+def redis_probe(online: OnlineStoreConfig, timeout_s: float) -> Callable[[], Health]:
     """A probe of a Redis online store: ``empty`` when its database holds no key."""
-    import redis
-
-    client = redis.Redis.from_url(
-        redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-    )
+    client = redis_client(online, timeout_s)
 
     def probe() -> Health:
         keys = cast(int, client.dbsize())  # the sync client: an int, not an awaitable

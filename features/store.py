@@ -148,6 +148,29 @@ def redis_connection_string(
     return ",".join(fields)
 
 
+def redis_client(online: OnlineStoreConfig, timeout_s: float = 2.0) -> Any:
+    """A plain redis-py client of the Redis online store, with the same ACL user, password
+    and TLS as Feast's connection (:func:`redis_connection_string`): for the checks that
+    Feast has no API for (the empty-store probe, ``status``)."""
+    import redis
+
+    if online.kind != "redis" or not online.redis_url:
+        raise ValueError("redis_client needs OnlineStoreConfig(kind='redis')")
+    tls: dict[str, Any] = {}
+    if online.redis_url.startswith("rediss://"):
+        tls = {"ssl_check_hostname": online.ssl_check_hostname}
+        if online.ssl_ca_certs is not None:
+            tls["ssl_ca_certs"] = str(online.ssl_ca_certs)
+    return redis.Redis.from_url(
+        online.redis_url,
+        username=online.username,
+        password=online.password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        **tls,
+    )
+
+
 def _online_store_section(online: OnlineStoreConfig, yaml_section: Any) -> Any:
     if online.kind == "repo":
         return yaml_section

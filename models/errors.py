@@ -8,12 +8,14 @@ their own message from those arguments and say whether a retry can help
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ModelError",
     "ModelNotFound",
     "ModelIntegrityError",
     "ModelSignatureError",
+    "ManifestInvalid",
     "ScoringError",
 ]
 
@@ -56,10 +58,37 @@ class ModelSignatureError(ModelError):
         self.name = name
         self.version = version
         self.problems = list(problems)
+        what = f"model {name!r} version {version!r}" if version else f"model {name!r} (new version)"
+        super().__init__(f"{what} does not match its manifest: " + "; ".join(self.problems))
+
+
+class ManifestInvalid(ModelError):
+    """A manifest that does not validate: each problem names its field."""
+
+    def __init__(self, name: str, problems: Iterable[str], source: str = "") -> None:
+        self.name = name
+        self.problems = list(problems)
         super().__init__(
-            f"model {name!r} version {version!r} does not match its manifest: "
+            f"manifest {source + ' ' if source else ''}of model {name!r} is invalid: "
             + "; ".join(self.problems)
+            + ' (the format: `streamscore models schema`, README "Bring your own model")'
         )
+
+    @classmethod
+    def from_validation(cls, name: str, exc: Any, source: str = "") -> ManifestInvalid:
+        """From a pydantic ``ValidationError``: ``field.path: what is wrong`` per error."""
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            kind = error["type"]
+            if kind == "missing":
+                what = "required, missing"
+            elif kind == "extra_forbidden":
+                what = "unknown key (a typo?)"
+            else:
+                what = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {what}")
+        return cls(name, problems, source)
 
 
 class ScoringError(ModelError):

@@ -10,6 +10,7 @@ Unknown keys are refused so a typo fails loudly.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Any, Literal
@@ -25,6 +26,8 @@ __all__ = [
     "HistoryEntry",
     "ModelCard",
     "ModelManifest",
+    "ASSIGNED_FIELDS",
+    "registration_schema",
 ]
 
 
@@ -33,13 +36,40 @@ class _Strict(BaseModel):
 
 
 class ModelInput(_Strict):
-    """One named ONNX input, fed from an event field or a Feast feature."""
+    """One model input, fed from an event field or a Feast feature.
 
-    name: str = Field(description="ONNX graph input name")
-    source: Literal["event", "feature"]
+    In the per-input form it names an ONNX graph input of shape ``[N, 1]``; with the
+    manifest's ``input_tensor`` it is one column of that single ``[N, k]`` float input,
+    in the order of ``inputs``.
+    """
+
+    name: str = Field(
+        default="",
+        description="ONNX graph input name (per-input form) or a label for the column "
+        "(input_tensor form); defaults to the ref, ':' replaced by '__'",
+    )
+    source: Literal["event", "feature"] | None = Field(
+        default=None,
+        description="where the value comes from; default: 'feature' when the ref has a "
+        "':' ('view:feature'), else 'event'",
+    )
     ref: str = Field(description="event field name, or 'view:feature' for a Feast feature")
-    dtype: Literal["float32", "string"]
+    dtype: Literal["float32", "string"] = Field(
+        default="float32", description="float32, or string (per-input form only)"
+    )
     default: float | str = Field(description="value used when the input is missing")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer(cls, data: Any) -> Any:
+        """A bare ``{"ref": ..., "default": ...}`` is enough: name and source follow."""
+        if isinstance(data, dict) and isinstance(data.get("ref"), str):
+            ref = data["ref"]
+            if data.get("source") is None:
+                data = data | {"source": "feature" if ":" in ref else "event"}
+            if not data.get("name"):
+                data = data | {"name": ref.replace(":", "__")}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ModelInput:
@@ -66,21 +96,23 @@ class ModelInput(_Strict):
 class Decision(_Strict):
     """A decision taken when the score is at least ``min_score``."""
 
-    name: str
-    min_score: float
+    name: str = Field(description="the decision's name, e.g. 'review'")
+    min_score: float = Field(description="taken when the score is at least this")
 
 
 class Lineage(_Strict):
     """Where the training data came from, enough to reproduce or audit it."""
 
-    feature_refs: list[str]
-    feature_service: str | None = None
-    start: datetime
-    end: datetime
-    rows: int
-    data_sha256: str
-    seed: int | None = None
-    code_version: str | None = None
+    feature_refs: list[str] = Field(description="the 'view:feature' refs the model was trained on")
+    feature_service: str | None = Field(default=None, description="Feast feature service, if any")
+    start: datetime = Field(description="first event time of the training data (RFC 3339)")
+    end: datetime = Field(description="last event time of the training data (RFC 3339)")
+    rows: int = Field(ge=0, description="rows of the training data")
+    data_sha256: str = Field(description="sha256 of the training data file (or its rows)")
+    seed: int | None = Field(default=None, description="random seed of the training run")
+    code_version: str | None = Field(
+        default=None, description="e.g. the git commit that trained it"
+    )
 
 
 class FallbackRule(_Strict):
@@ -160,32 +192,68 @@ EventFieldType = Literal["string", "number", "timestamp"]
 class ModelManifest(_Strict):
     """Everything the pipeline needs to know about one registered model version."""
 
-    name: str
-    version: str
-    sha256: str
-    created_at: datetime
-    task: Literal["binary_classification", "regression"]
-    inputs: list[ModelInput]
+    name: str = Field(description="the model's name in the registry, e.g. 'eta'")
+    version: str = Field(description="assigned at registration: 1, 2, ...")
+    sha256: str = Field(description="assigned at registration: sha256 of model.onnx")
+    created_at: datetime = Field(description="assigned at registration")
+    task: Literal["binary_classification", "regression"] = Field(
+        description="binary_classification: the score is P(class 1); regression: the prediction"
+    )
+    inputs: list[ModelInput] = Field(
+        description="what feeds the model, in order: ONNX inputs (per-input form) or the "
+        "columns of input_tensor"
+    )
+    input_tensor: str | None = Field(
+        default=None,
+        # Unset, it is left out of manifest.json, so a registry written by this version is
+        # still read by workers of the previous one (a rolling upgrade).
+        exclude_if=lambda value: value is None,
+        description="name of the graph's one 2-D float input [N, k] whose columns are "
+        "'inputs' in their order (what skl2onnx, XGBoost, LightGBM and PyTorch exports "
+        "have); unset: one [N, 1] graph input per manifest input, named after it",
+    )
     entity_keys: dict[str, str] = Field(
         description="Feast join key -> event field, e.g. {'user_id': 'user_id'}"
     )
     outputs: dict[str, str] = Field(
         description="role -> ONNX output name; 'score' is required, e.g. {'score': 'probabilities'}"
     )
-    decisions: list[Decision] = Field(default_factory=list)
-    default_decision: str = "approve"
-    lineage: Lineage
-    metrics: dict[str, float] = Field(default_factory=dict)
-    profile: dict[str, Any] = Field(default_factory=dict)
-    fallback: FallbackPolicy | None = None
+    decisions: list[Decision] = Field(
+        default_factory=list,
+        description="thresholds on the score: the highest min_score reached decides",
+    )
+    default_decision: str = Field(
+        default="approve", description="the decision when no threshold is reached"
+    )
+    lineage: Lineage = Field(description="where the training data came from")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="hold-out metrics; the promotion gate compares roc_auc/pr_auc "
+        "(classification) or mae/rmse (regression)",
+    )
+    profile: dict[str, Any] = Field(
+        default_factory=dict,
+        description="reference distributions for drift detection (written by training)",
+    )
+    fallback: FallbackPolicy | None = Field(
+        default=None,
+        description="what to answer when the model or the online store cannot; "
+        "none: those events are dead-lettered",
+    )
     event_schema: dict[str, EventFieldType] | None = Field(
         default=None,
         description="required event fields and their types; None: the card-transaction "
         "contract of the example (streams.contract)",
     )
-    card: ModelCard = Field(default_factory=ModelCard)
-    history: list[HistoryEntry] = Field(default_factory=list)
-    signature: SignatureRecord | None = None
+    card: ModelCard = Field(
+        default_factory=ModelCard, description="the human part of the model card"
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list, description="assigned: lifecycle steps (registered, promoted...)"
+    )
+    signature: SignatureRecord | None = Field(
+        default=None, description="assigned at registration: who signed which files with which key"
+    )
     pii_fields: list[str] = Field(
         default_factory=list,
         description="event fields this use case holds as personal data (beyond the "
@@ -200,6 +268,14 @@ class ModelManifest(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"model {self.name!r}: duplicate input names {dupes}")
+        if self.input_tensor is not None:
+            strings = [i.name for i in self.inputs if i.dtype != "float32"]
+            if strings:
+                raise ValueError(
+                    f"model {self.name!r}: input_tensor {self.input_tensor!r} is one float "
+                    f"tensor, but inputs {strings} are strings: encode them in the graph "
+                    "and use the per-input form (no input_tensor), or feed numeric inputs"
+                )
         if "score" not in self.outputs:
             raise ValueError(f"model {self.name!r}: outputs must name the 'score' output")
         decision_names = [d.name for d in self.decisions]
@@ -244,3 +320,33 @@ class ModelManifest(_Strict):
     @property
     def score_output(self) -> str:
         return self.outputs["score"]
+
+
+ASSIGNED_FIELDS = ("version", "sha256", "created_at", "history")
+"""Manifest fields the registry fills in at registration; a manifest file leaves them out."""
+
+
+def registration_schema() -> dict[str, Any]:
+    """JSON Schema of a manifest file as ``streamscore models register`` takes it.
+
+    Generated from :class:`ModelManifest`, so it cannot drift from what registration
+    validates; the fields the registry assigns (:data:`ASSIGNED_FIELDS`) are left out.
+    """
+    schema = ModelManifest.model_json_schema()
+    for name in ASSIGNED_FIELDS:
+        schema["properties"].pop(name, None)
+    schema["required"] = [r for r in schema.get("required", []) if r not in ASSIGNED_FIELDS]
+    defs = schema.get("$defs", {})
+    while unused := [n for n in defs if f'"#/$defs/{n}"' not in json.dumps(schema)]:
+        for name in unused:
+            del defs[name]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "streamscore model manifest",
+        "description": (
+            "What a registered model consumes, emits and decides: "
+            "`streamscore models register --onnx model.onnx --manifest manifest.json`. "
+            "Unknown keys are refused. " + (ModelManifest.__doc__ or "")
+        ),
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }

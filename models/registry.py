@@ -231,7 +231,7 @@ class ModelRegistry:
         try:
             onnx.checker.check_model(onnx.load_from_string(data))
         except Exception as exc:
-            raise ModelSignatureError(name, "(new)", [f"onnx.checker refused it: {exc}"]) from exc
+            raise ModelSignatureError(name, "", [f"onnx.checker refused it: {exc}"]) from exc
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         fields: dict[str, Any] = {
@@ -255,7 +255,7 @@ class ModelRegistry:
             *fields["history"],
             HistoryEntry(at=fields["created_at"], action="registered"),
         ]
-        draft = ModelManifest.model_validate({**fields, "version": "0"})
+        draft = ModelManifest.model_validate({**fields, "version": ""})  # "": not assigned yet
         OnnxScorer(folder / MODEL_FILE, draft, model_bytes=data)  # signature check only
 
         version_dir = self._claim_next_version(folder)

@@ -35,6 +35,7 @@ __all__ = [
     "canary_bucket",
     "is_canary",
     "version_states",
+    "undone",
     "GateResult",
     "quality_gate",
 ]
@@ -115,15 +116,7 @@ def apply_command(
             raise RolloutRefused(name, action, f"version {version} is the champion")
         changes = {"shadow": version}
     elif action == "rollback":
-        if not state.previous:
-            raise RolloutRefused(name, action, "there is no previous champion")
-        # Rolling back also stops the experiments that led here: safest state.
-        changes = {
-            "champion": state.previous[-1],
-            "previous": state.previous[:-1],
-            "canary": None,
-            "shadow": None,
-        }
+        changes = _undo(state)
     elif action == "clear-canary":
         changes = {"canary": None}
     elif action == "clear-shadow":
@@ -140,6 +133,45 @@ def apply_command(
             "issued_by": issued_by,
         }
     )
+
+
+def _undo(state: RolloutState) -> dict[str, object]:
+    """What ``rollback`` changes: it undoes the last rollout step.
+
+    Right after a promotion: the previous champion serves again (and a canary or shadow
+    still running stops: the safest state). While a canary or shadow runs: they stop,
+    so every event goes to the champion again. Otherwise: the previous champion, if any.
+    """
+    restore: dict[str, object] = {
+        "champion": state.previous[-1] if state.previous else state.champion,
+        "previous": state.previous[:-1],
+        "canary": None,
+        "shadow": None,
+    }
+    if state.action == "promote" and state.previous:
+        return restore
+    if state.canary is not None or state.shadow is not None:
+        return {"canary": None, "shadow": None}
+    if state.previous:
+        return restore
+    raise RolloutRefused(
+        state.model,
+        "rollback",
+        f"nothing to undo: v{state.champion} is the champion, no canary or shadow runs "
+        "and there is no earlier champion",
+    )
+
+
+def undone(before: RolloutState, after: RolloutState) -> str:
+    """What a rollback did, in a sentence for the operator."""
+    parts = []
+    if before.champion != after.champion:
+        parts.append(f"champion v{before.champion} -> v{after.champion} (restored)")
+    if before.canary is not None:
+        parts.append(f"canary v{before.canary.version} ({before.canary.percent:g}%) stopped")
+    if before.shadow is not None:
+        parts.append(f"shadow v{before.shadow} stopped")
+    return "; ".join(parts) + f"; every event goes to v{after.champion}"
 
 
 def canary_bucket(model: str, entity: str) -> int:

@@ -37,6 +37,7 @@ from streams.control import ControlFollower
 from streams.errors import PipelineError
 from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
 from streams.feature_updates import FeatureUpdatesFollower
+from streams.health import Health
 from streams.monitoring.monitor import register_lag_monitor
 from streams.monitoring.signals import encode_signal
 from streams.pipeline import Inbound, Outbound, ScoringPipeline
@@ -88,9 +89,10 @@ def build_app(
     ready_file: Path | None = None,
     control: ControlFollower | None = None,
     feature_updates: FeatureUpdatesFollower | None = None,
+    health: Health | None = None,
 ) -> faust.App:
     """The Faust app with its topics and the scoring agent, ready for a Worker."""
-    app = make_app(settings, settings.consumer_group)
+    app = make_app(settings, settings.group_id)
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     destinations = {
         "predictions": settings.topic("predictions"),
@@ -157,6 +159,6 @@ def build_app(
     # No hook on revocation: Faust waits for every consumed event to be acked before it
     # commits and hands partitions over (App._consumer_wait_empty); the window settles
     # them meanwhile.
-    mark_ready_on_rebalance(app, ready_file)
+    mark_ready_on_rebalance(app, ready_file, health)
 
     return app

@@ -17,6 +17,7 @@ import faust
 from faust.types import TopicT
 
 from streams import faust_fixes, metrics
+from streams.health import Health
 from streams.kafka import KafkaSecurity, kafka_security
 from streams.settings import Settings
 
@@ -78,7 +79,9 @@ def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False
     )
 
 
-def mark_ready_on_rebalance(app: faust.App, ready_file: Path | None) -> None:
+def mark_ready_on_rebalance(
+    app: faust.App, ready_file: Path | None, health: Health | None = None
+) -> None:
     """Set the ready gauge and write ``ready_file`` once a rebalance's recovery is over.
 
     Faust sends ``on_rebalance_complete`` at the start of its recovery's last step, before
@@ -92,6 +95,8 @@ def mark_ready_on_rebalance(app: faust.App, ready_file: Path | None) -> None:
     async def when_recovered() -> None:
         await cast(Any, app.tables).recovery.completed.wait()
         metrics.WORKER_READY.set(1)
+        if health is not None:
+            health.assigned(f"{tp.topic}-{tp.partition}" for tp in app.assignor.assigned_actives())
         if ready_file is not None:
             ready_file.parent.mkdir(parents=True, exist_ok=True)
             # A few bytes once per rebalance; not worth a thread.
@@ -105,3 +110,43 @@ def mark_ready_on_rebalance(app: faust.App, ready_file: Path | None) -> None:
         task = asyncio.ensure_future(when_recovered())
         pending.add(task)
         task.add_done_callback(pending.discard)
+
+    if health is None:
+        return
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def not_ready(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        health.rebalancing()
+
+    @app.timer(interval=1.0)
+    async def loop_turns() -> None:
+        health.tick()
+
+
+def run_worker_app(
+    settings: Settings,
+    app: faust.App,
+    loop: asyncio.AbstractEventLoop,
+    health: Health,
+    ready_file: Path | None = None,
+) -> None:
+    """Serve ``/metrics``, ``/healthz`` and ``/ready``, then hand the loop to Faust (with
+    repeated log lines rate-limited) until SIGTERM/SIGINT; every worker role ends here."""
+    from streams import lograte
+    from streams.health import serve
+
+    health.attach_loop(loop)
+    serve(settings.metrics_host, settings.metrics_port, health)
+    worker = lograte.Worker(
+        app,
+        loop=loop,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        log_burst=settings.log_repeat_burst,
+        log_period_s=settings.log_repeat_period_s,
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ and the ``streamscore_feature_*`` metrics. What the aggregates mean (window boun
 leakage, lateness, duplicates) is :mod:`features.aggregates`; this module only moves
 records.
 
-Flow, in a process and consumer group of its own (``<consumer_group>-features``):
+Flow, in a process and consumer group of its own (``<topic_prefix><consumer_group>-features``):
 
 1. ``feature-forward`` reads ``events`` and, per streaming view, sends a small
    observation keyed ``<view>/<entity>`` to the internal ``feature-events`` topic, so
@@ -56,8 +56,9 @@ from streams import metrics
 from streams.codec import decode, decode_event, encode
 from streams.contract import validate_with_schema
 from streams.errors import ContractViolation, PipelineError
-from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
+from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic, run_worker_app
 from streams.feature_updates import update_record
+from streams.health import Health
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import register_lag_monitor
 from streams.publish import faust_send, publish, send_best_effort
@@ -259,9 +260,13 @@ class FeatureAggregator:
 
 
 def build_features_app(
-    settings: Settings, views: Sequence[StreamingView], writer: FeastPushWriter, ready: Path | None
+    settings: Settings,
+    views: Sequence[StreamingView],
+    writer: FeastPushWriter,
+    ready: Path | None,
+    health: Health | None = None,
 ) -> faust.App:
-    app = make_app(settings, f"{settings.consumer_group}-features")
+    app = make_app(settings, f"{settings.group_id}-features")
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     observations = raw_topic(
         app, settings.topic("feature_events"), settings.partitions, internal=True
@@ -327,7 +332,7 @@ def build_features_app(
         await send_best_effort(faust_send(app.producer), updates_topic, updates)
 
     register_lag_monitor(app)
-    mark_ready_on_rebalance(app, ready)
+    mark_ready_on_rebalance(app, ready, health)
     return app
 
 
@@ -368,11 +373,9 @@ def run_features_worker(settings: Settings) -> None:
     views, writer = loop.run_until_complete(_prepare(settings))
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    app = build_features_app(settings, views, writer, ready)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    health = Health("features")  # ready: partitions assigned, recovery over
+    app = build_features_app(settings, views, writer, ready, health)
     try:
-        worker.execute_from_commandline()
+        run_worker_app(settings, app, loop, health, ready)
     finally:
-        ready.unlink(missing_ok=True)
         writer.close()

@@ -19,7 +19,14 @@ from typing import Any
 from models.errors import ModelError
 from models.manifest import HistoryEntry, ModelManifest
 from models.registry import ModelRegistry
-from models.rollout import Action, RolloutRefused, apply_command, quality_gate, version_states
+from models.rollout import (
+    Action,
+    RolloutRefused,
+    apply_command,
+    quality_gate,
+    undone,
+    version_states,
+)
 from streams.control import publish_state, wait_for_acks
 from streams.registry import open_registry
 from streams.settings import Settings
@@ -125,14 +132,32 @@ def show(settings: Settings, name: str, version: str) -> str:
 
 def register(settings: Settings, onnx_path: Path, manifest_path: Path) -> ModelManifest:
     """Register an ONNX file with a manifest JSON (name, inputs, ...; version/sha256 assigned)."""
+    from pydantic import ValidationError
+
+    from models.errors import ManifestInvalid
     from streams.codec import decode
 
-    fields = decode(manifest_path.read_bytes())
+    try:
+        fields = decode(manifest_path.read_bytes())
+    except ValueError as exc:
+        raise ModelError(f"{manifest_path} is not JSON: {exc}") from None
     if not isinstance(fields, dict):
         raise ModelError(f"{manifest_path} is not a JSON object")
     for assigned in ("version", "sha256", "created_at", "history"):
         fields.pop(assigned, None)
-    name = fields.pop("name")
+    name = fields.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ManifestInvalid(
+            "?", ["name: required, missing (the model's name)"], str(manifest_path)
+        )
+    try:
+        # Validated whole first, so every problem is named at once (registration assigns
+        # version, sha256 and created_at).
+        ModelManifest.model_validate(
+            {**fields, "name": name, "version": "", "sha256": "", "created_at": datetime.now(UTC)}
+        )
+    except ValidationError as exc:
+        raise ManifestInvalid.from_validation(name, exc, str(manifest_path)) from None
     return registry_of(settings).register(name, onnx_path, **fields)
 
 
@@ -179,7 +204,11 @@ def rollout(
     # Publish first: a broker that is away leaves the registry's record unchanged.
     asyncio.run(publish_state(settings, state))
     registry.save_rollout(state)
-    target = version or (state.champion if action == "rollback" else None)
+    target = version
+    if action == "rollback":
+        # the version the undo concerns: the restored champion, else what was stopped
+        stopped = current.canary.version if current.canary else current.shadow
+        target = state.champion if state.champion != current.champion else stopped
     if target is not None:
         detail: dict[str, Any] = {"seq": state.seq}
         if percent is not None:
@@ -204,6 +233,7 @@ def rollout(
     return {
         "state": state.model_dump(mode="json"),
         "gate": gate.describe() if gate else None,
+        "undone": undone(current, state) if action == "rollback" else None,
         "acks": [
             {
                 "worker": a["worker"],

@@ -1,14 +1,14 @@
 """Every Prometheus metric of streamscore, declared once, namespaced ``streamscore_``.
 
 Labels stay low-cardinality: stage, model, version, variant, decision, outcome.
-The worker serves them on ``metrics_host:metrics_port``.
+The worker serves them on ``metrics_host:metrics_port`` (:mod:`streams.health`).
 """
 
 from __future__ import annotations
 
 from importlib.metadata import version
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server, values
+from prometheus_client import Counter, Gauge, Histogram, values
 
 # Importing Feast sets PROMETHEUS_MULTIPROCESS_DIR (feast/metrics.py, for its gunicorn
 # feature server) and child processes inherit it; prometheus_client then keeps every
@@ -76,12 +76,6 @@ BATCH_SIZE = Histogram(
 WORKER_READY = Gauge(
     "worker_ready", "1 once the worker has joined its consumer group.", namespace=_NS
 )
-
-
-def serve(host: str, port: int) -> None:
-    """Expose /metrics; port 0 disables it."""
-    if port:
-        start_http_server(port, addr=host)
 
 
 # --- issue 4: feedback loop and observability -------------------------------------------

@@ -25,6 +25,7 @@ from features.online import FeastOnlineSource
 from features.store import describe_store
 from streams import metrics
 from streams.monitoring.signals import Signal
+from streams.online_store import online_store_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def guard_online_source(
     describe = describe_store(store)
     probe = None
     if settings.online_store == "redis" and settings.redis_url:
-        probe = redis_probe(settings.redis_url, timeout_s=1.0)
+        probe = redis_probe(online_store_config(settings), timeout_s=1.0)
 
     def signal(statistic: str, value: float, **details: object) -> None:
         emit(

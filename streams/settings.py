@@ -27,6 +27,8 @@ class Settings(BaseSettings):
         frozen=True,
         # A model-level error would otherwise print every input, secrets included.
         hide_input_in_errors=True,
+        # the docstring under each field is its description (`streamscore settings`)
+        use_attribute_docstrings=True,
     )
 
     home: Path = Path(".streamscore")
@@ -38,7 +40,8 @@ class Settings(BaseSettings):
     ``bootstrap_servers``)."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
-    """Comma-separated Kafka bootstrap addresses the worker and the CLI talk to."""
+    """Comma-separated Kafka bootstrap addresses the worker and the CLI talk to; unset
+    with the embedded broker: ``127.0.0.1:<kafka_port>``."""
 
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     """Security protocol of an external cluster."""
@@ -59,18 +62,28 @@ class Settings(BaseSettings):
     """Prepended to every topic name, e.g. ``staging.``."""
 
     topic_events: str = "events"
+    """Topic the scoring workers consume events from (after the prefix)."""
     topic_predictions: str = "predictions"
+    """Topic of the prediction records."""
     topic_predictions_shadow: str = "predictions-shadow"
+    """Topic of a shadow model's predictions."""
     topic_deadletter: str = "deadletter"
+    """Topic of dead letters: events that could not be scored, with the reason."""
     topic_labels: str = "labels"
+    """Topic of ground-truth labels (``event_id``, ``label``, ``label_time``)."""
     topic_signals: str = "signals"
+    """Topic of drift, quality and retrain signals."""
     topic_control: str = "control"
+    """Compacted topic of rollout states (champion, canary, shadow) per model."""
 
     partitions: int = Field(default=3, ge=1)
     """Partitions of topics that streamscore creates."""
 
     consumer_group: str = "streamscore"
-    """Faust application id, used as the consumer group of the scoring agent."""
+    """Name of the scoring workers' consumer group (and Faust application id), after the
+    topic prefix: the group is ``<topic_prefix><consumer_group>`` (the feedback worker's
+    ``<topic_prefix><consumer_group>-feedback``), so a prefix isolates a use case's
+    groups as it isolates its topics."""
 
     session_timeout_s: float = Field(default=10.0, ge=1)
     """Consumer-group session timeout: how long the group waits for a worker that died
@@ -161,6 +174,7 @@ class Settings(BaseSettings):
     """Port of the local Redis started by ``up --online-store redis``."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the workers."""
 
     # --- feedback loop and monitoring (streams/monitoring) ---
 
@@ -375,6 +389,7 @@ class Settings(BaseSettings):
     ``log_repeat_period_s``; the rest are counted and the count logged with the next one."""
 
     log_repeat_period_s: float = Field(default=10.0, gt=0)
+    """The period of ``log_repeat_burst``."""
 
     label_join_completed_retention_s: float = Field(default=3600, gt=0)
     """How long the feedback join keeps an entry whose pairs were all emitted (to
@@ -458,6 +473,11 @@ class Settings(BaseSettings):
     @property
     def positive_decisions(self) -> list[str]:
         return [d.strip() for d in self.monitor_positive_decisions.split(",") if d.strip()]
+
+    @property
+    def group_id(self) -> str:
+        """The scoring consumer group: ``<topic_prefix><consumer_group>`` (issue 12)."""
+        return self.topic_prefix + self.consumer_group
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic (``events``, ``predictions``, ...)."""

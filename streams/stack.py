@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+PROBE_HTTP_TIMEOUT_S = 5.0
 
 
 class StackError(RuntimeError):
@@ -225,15 +229,47 @@ def start_workers(settings: Settings, state: StackState, count: int, role: str =
         state.workers.append({"pid": pid, "metrics_port": port, "log": str(log_path), "role": role})
 
 
-def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) -> None:
-    """Return when every worker has joined its group and can score; fail with its log."""
-    from streams.worker import ready_file
+def worker_url(settings: Settings, worker: dict[str, Any], path: str) -> str | None:
+    """``http://host:port/<path>`` of a worker's HTTP endpoint; None when it serves none."""
+    port = worker.get("metrics_port")
+    if not port:
+        return None
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "") else settings.metrics_host
+    return f"http://{host}:{port}/{path}"
 
+
+def worker_readiness(settings: Settings, worker: dict[str, Any]) -> dict[str, Any] | None:
+    """The worker's ``/ready`` answer (``{"ready": bool, "checks": ...}``); None when it
+    does not answer. A worker without an HTTP port reports through its ready file."""
+    import urllib.error
+    import urllib.request
+
+    url = worker_url(settings, worker, "ready")
+    if url is None:
+        from streams.worker import ready_file
+
+        ready = ready_file(settings, worker["pid"]).exists()
+        return {"ready": ready, "checks": {"ready_file": {"ok": ready, "detail": "no HTTP port"}}}
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_HTTP_TIMEOUT_S) as response:  # noqa: S310
+            body: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503: not ready, the body says why
+        body = json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return body
+
+
+def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) -> None:
+    """Return when every worker answers ``/ready`` (joined its group, model loaded, online
+    store answered); fail with its log or with the checks still failing."""
     deadline = time.monotonic() + timeout_s
     pending = list(state.workers)
+    last: dict[int, dict[str, Any] | None] = {}
     while pending:
         for worker in list(pending):
-            if ready_file(settings, worker["pid"]).exists():
+            last[worker["pid"]] = answer = worker_readiness(settings, worker)
+            if answer is not None and answer.get("ready"):
                 pending.remove(worker)
             elif not alive(worker["pid"]):
                 tail = Path(worker["log"]).read_text(errors="replace")[-3000:]
@@ -241,9 +277,18 @@ def wait_for_workers(settings: Settings, state: StackState, timeout_s: float) ->
                     f"worker {worker['pid']} exited during start-up; its log ends:\n{tail}"
                 )
         if pending and time.monotonic() > deadline:
+            failing = {
+                w["pid"]: {
+                    name: c["detail"]
+                    for name, c in ((last.get(w["pid"]) or {}).get("checks") or {}).items()
+                    if not c.get("ok")
+                }
+                or "no answer on /ready"
+                for w in pending
+            }
             raise StackError(
-                f"workers {[w['pid'] for w in pending]} not ready after {timeout_s:.0f}s; "
-                f"see {[w['log'] for w in pending]}"
+                f"workers {[w['pid'] for w in pending]} not ready after {timeout_s:.0f}s "
+                f"({failing}); see {[w['log'] for w in pending]}"
             )
         time.sleep(0.2)
 
@@ -261,19 +306,42 @@ def bootstrap(settings: Settings) -> None:
         log.info("registered %s v%s %s", manifest.name, manifest.version, manifest.metrics)
 
 
+@contextlib.contextmanager
+def stack_lock(settings: Settings) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per home: a second one fails at once instead of
+    recording a state over the first one's."""
+    import fcntl
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with (settings.home / "stack.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(
+                f"another `streamscore up` or `down` is running on {settings.home}; "
+                "wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def up(
     settings: Settings, workers: int = 1, prepare: bool = True, timeout_s: float = 180.0
 ) -> StackState:
     """Start what is not running yet, bootstrap the example, return when workers are ready."""
+    with stack_lock(settings):
+        return _up(settings, workers, prepare, timeout_s)
+
+
+def _up(settings: Settings, workers: int, prepare: bool, timeout_s: float) -> StackState:
     settings.home.mkdir(parents=True, exist_ok=True)
     path = state_path(settings)
     state = StackState.load(path)
+    check_up_is_safe(settings, state)
     if state is not None and state.broker != settings.broker:
-        if alive(state.broker_pid) or any(alive(w["pid"]) for w in state.workers):
-            raise StackError(
-                f"the stack is up with broker {state.broker}; run `streamscore down` first"
-            )
-        state = None
+        state = None  # nothing of it runs (check_up_is_safe): start afresh
     if state is None:
         state = StackState(settings.broker, settings.bootstrap_servers, settings.online_store)
     state.bootstrap_servers = settings.bootstrap_servers
@@ -301,13 +369,91 @@ def up(
     return state
 
 
+# --- up never overwrites the state of a running stack it did not notice (issue 12) ---
+
+# Settings that a running stack's processes were started with; `up` with other values
+# would record a state that is not what runs. (Worker count may grow: up adds workers.)
+_VOLATILE = {"STREAMSCORE_KAFKA_CACHE_DIR", "STREAMSCORE_LOG_LEVEL"}
+
+
+def running_parts(settings: Settings, state: StackState | None) -> list[str]:
+    """What of ``state`` still runs (the broker by its pidfile under the home)."""
+    parts = [f"worker {w['pid']}" for w in (state.workers if state else []) if worker_running(w)]
+    if LocalKafka(settings).pid() is not None:
+        parts.append(f"broker (kafka, pid {LocalKafka(settings).pid()})")
+    return parts
+
+
+def unrecorded_workers(settings: Settings, state: StackState | None) -> list[int]:
+    """Workers of this home that ``stack.json`` does not record: they left a ready file
+    under ``<home>/run`` and still run (a deleted or overwritten stack.json)."""
+    recorded = {w["pid"] for w in (state.workers if state else [])}
+    found = []
+    for ready in sorted((settings.home / "run").glob("worker-*.ready")):
+        pid = int(ready.stem.removeprefix("worker-")) if ready.stem[7:].isdigit() else 0
+        if pid and pid not in recorded and worker_running({"pid": pid}):
+            found.append(pid)
+    return found
+
+
+def check_up_is_safe(settings: Settings, state: StackState | None) -> None:
+    """Refuse an ``up`` that would overwrite what runs: parts this home's stack.json
+    does not record, or a running stack started with other settings."""
+    # (A broker of this home that runs without a stack.json, e.g. `python -m
+    # streams.broker start`, is simply adopted: up records it.)
+    orphans = unrecorded_workers(settings, state)
+    if orphans:
+        raise StackError(
+            f"workers of a stack in {settings.home} run that its stack.json does not record "
+            f"(pids {orphans}); `streamscore down` stops them, then `up` again"
+        )
+    if state is None:
+        return
+    running = running_parts(settings, state)
+    if not running:
+        return
+    if state.broker != settings.broker:
+        raise StackError(
+            f"the stack in {settings.home} is up with broker {state.broker} "
+            f"({', '.join(running)}); run `streamscore down` first"
+        )
+    wanted = {k: v for k, v in child_env(settings).items() if k.startswith("STREAMSCORE_")}
+    differ = sorted(
+        key
+        for key in set(state.env) | set(wanted)
+        if key not in _VOLATILE and state.env.get(key) != wanted.get(key)
+    )
+    if differ:
+        shown = ", ".join(
+            f"{k}={state.env.get(k, '(unset)')} (now {wanted.get(k, '(unset)')})"
+            for k in differ
+            if "PASSWORD" not in k
+        )
+        raise StackError(
+            f"the stack in {settings.home} runs ({', '.join(running)}) with other settings: "
+            f"{shown or ', '.join(differ)}. Run `streamscore down` first, or use another "
+            "STREAMSCORE_HOME for a second stack"
+        )
+
+
 def down(settings: Settings) -> list[str]:
-    """Stop exactly what ``up`` recorded; return what was stopped."""
+    """Stop exactly what ``up`` recorded (and workers of this home it lost track of);
+    return what was stopped."""
+    with stack_lock(settings):
+        return _down(settings)
+
+
+def _down(settings: Settings) -> list[str]:
     path = state_path(settings)
     state = StackState.load(path)
-    if state is None:
-        return []
     stopped = []
+    for pid in unrecorded_workers(settings, state):
+        stop_pid(pid)
+        stopped.append(f"worker {pid} (not in stack.json)")
+    if state is None:
+        if LocalKafka(settings).stop():
+            stopped.append("broker (kafka, not in stack.json)")
+        return stopped
     for worker in state.workers:
         if alive(worker["pid"]):
             stop_pid(worker["pid"])

@@ -13,8 +13,10 @@ control follower, until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+import time
 from pathlib import Path
 
 from features.catalog import check_references
@@ -24,10 +26,11 @@ from features.store import open_store
 from models.registry import LoadedModel, ModelNotFound
 from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
-from streams import lograte, metrics
 from streams.app import build_app
 from streams.control import ControlFollower
+from streams.faust_app import run_worker_app
 from streams.feature_updates import FeatureUpdatesFollower
+from streams.health import Check, Health
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.monitor import ScoringMonitor, model_loaded
 from streams.online_guard import guard_online_source
@@ -38,6 +41,9 @@ from streams.registry import open_registry
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+READY_PROBE = "__ready_probe__"
+"""The entity /ready looks up: unknown to the store, which must still answer."""
 
 
 def load_champion(settings: Settings) -> LoadedModel:
@@ -68,9 +74,35 @@ def initial_routing(settings: Settings) -> RoutingTable:
         return build_routing(registry, RolloutState(model=state.model, champion=state.champion))
 
 
+def readiness(pipeline: ScoringPipeline, source: FeastOnlineSource) -> Health:
+    """/ready of a scoring worker: partitions assigned, a model served, the store answers."""
+    health = Health("score")
+
+    def model() -> Check:
+        manifest = pipeline.model.manifest
+        return Check(True, f"{manifest.name} v{manifest.version} loaded")
+
+    async def online_store() -> str:
+        manifest = pipeline.model.manifest
+        refs = manifest.feature_refs()
+        if not refs:
+            return "not needed (the model reads no features)"
+        keys = list(manifest.entity_keys)
+        # A real lookup, not the entity cache: forget the probe entity in every view.
+        subsets = [c for n in range(1, len(keys) + 1) for c in itertools.combinations(keys, n)]
+        source.invalidate([dict.fromkeys(c, READY_PROBE) for c in subsets])
+        started = time.monotonic()
+        await source.fetch(refs, [dict.fromkeys(keys, READY_PROBE)])
+        return f"answered a lookup in {(time.monotonic() - started) * 1000:.0f} ms"
+
+    health.add_check("model", model)
+    health.add_probe("online_store", online_store)
+    return health
+
+
 async def _prepare(
     settings: Settings,
-) -> tuple[ScoringPipeline, ControlFollower, FeatureUpdatesFollower]:
+) -> tuple[ScoringPipeline, ControlFollower, FeatureUpdatesFollower, Health]:
     await wait_for_broker(settings, timeout_s=30)
     await ensure_topics(settings)
     routing = initial_routing(settings)
@@ -145,7 +177,7 @@ async def _prepare(
     await follower.start()
     updates = FeatureUpdatesFollower(settings, source)
     await updates.start()
-    return pipeline, follower, updates
+    return pipeline, follower, updates, readiness(pipeline, source)
 
 
 def run_worker(settings: Settings) -> None:
@@ -157,20 +189,15 @@ def run_worker(settings: Settings) -> None:
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    pipeline, follower, updates = loop.run_until_complete(_prepare(settings))
+    pipeline, follower, updates, health = loop.run_until_complete(_prepare(settings))
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    app = build_app(settings, pipeline, ready_file=ready, control=follower, feature_updates=updates)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
-    worker = lograte.Worker(
-        app,
-        loop=loop,
-        loglevel=settings.log_level,
-        redirect_stdouts=False,
-        log_burst=settings.log_repeat_burst,
-        log_period_s=settings.log_repeat_period_s,
+    app = build_app(
+        settings,
+        pipeline,
+        ready_file=ready,
+        control=follower,
+        feature_updates=updates,
+        health=health,
     )
-    try:
-        worker.execute_from_commandline()
-    finally:
-        ready.unlink(missing_ok=True)
+    run_worker_app(settings, app, loop, health, ready)

@@ -25,7 +25,7 @@ from streams.settings import Settings
 
 
 def build_forwarder(settings: Settings) -> faust.App:
-    app = make_app(settings, settings.consumer_group)
+    app = make_app(settings, settings.group_id)
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     out = raw_topic(app, settings.topic("predictions"), settings.partitions)
 

@@ -341,7 +341,7 @@ async def _delete_topics(settings: Settings) -> None:
     try:
         existing = set(await admin.list_topics())
         # Faust names its changelog topics after the app id (our consumer group).
-        prefixes = (settings.topic_prefix, f"{settings.consumer_group}-")
+        prefixes = (settings.topic_prefix, f"{settings.group_id}-")
         mine = [t for t in existing if t.startswith(prefixes)]
         if mine:
             await admin.delete_topics(mine)

@@ -20,7 +20,7 @@ from streams.settings import Settings
 
 def build_naive(settings: Settings) -> faust.App:
     scorer = PerEventScorer(settings)
-    app = make_app(settings, settings.consumer_group)
+    app = make_app(settings, settings.group_id)
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     out = raw_topic(app, settings.topic("predictions"), settings.partitions)
 

@@ -32,7 +32,7 @@ def build_quix(settings: Settings) -> Application:
     scorer = PerEventScorer(settings)
     app = Application(
         broker_address=settings.bootstrap_servers,
-        consumer_group=settings.consumer_group,
+        consumer_group=settings.group_id,
         auto_offset_reset="earliest",
         loglevel="WARNING",
     )

@@ -2,8 +2,8 @@
 
 One module per command group: :mod:`.stack` (``up``, ``down``, ``status``, ``worker``,
 ``bootstrap``), :mod:`.produce`, :mod:`.tail`, :mod:`.audit`, :mod:`.bench`,
-:mod:`.models` (``train`` and ``models ...``), :mod:`.features` (``features ...``).
-Every command builds one
+:mod:`.models` (``train`` and ``models ...``), :mod:`.features` (``features ...``),
+:mod:`.settings`. Every command builds one
 :class:`~streams.settings.Settings` (env ``STREAMSCORE_*`` plus its options); shared
 options, error handling and exit codes are in :mod:`.common`.
 """
@@ -21,6 +21,7 @@ from streams.cli.common import StreamscoreGroup
 from streams.cli.features import features
 from streams.cli.models import models, train
 from streams.cli.produce import produce
+from streams.cli.settings import settings_command
 from streams.cli.stack import bootstrap, down, status, up, worker
 from streams.cli.tail import tail
 
@@ -44,6 +45,7 @@ for command in (
     train,
     models,
     features,
+    settings_command,
 ):
     cli.add_command(command)
 

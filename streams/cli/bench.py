@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import EXIT_OK, StreamscoreCommand, build_settings, common_options, eprint
+from streams.cli.common import EXIT_OK, StreamscoreCommand, build_settings, common_options
 
 
 @click.command(cls=StreamscoreCommand)
@@ -69,7 +69,21 @@ def bench(
     overrides |= {name: value for name, value in given.items() if value is not None}
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
     settings = stack_settings(build_settings(**options))
-    report = asyncio.run(run_bench(settings, chosen, config, progress=eprint))
+    from tqdm import tqdm
+
+    runs = len(chosen) + (1 if workers > 1 and "streamscore" in chosen else 0)
+    # A bar over the subjects on a terminal (disable=None: off when stderr is not a TTY);
+    # each subject's outcome is written as a line either way.
+    with tqdm(total=runs, unit="subject", desc="bench", disable=None) as bar:
+
+        def progress(message: str) -> None:
+            if message.endswith("..."):
+                bar.set_description(message.removesuffix(" ..."))
+            else:
+                bar.update(1)
+                bar.write(message, file=sys.stderr)
+
+        report = asyncio.run(run_bench(settings, chosen, config, progress=progress))
     results = [SubjectResult(**r) for r in report["results"].values()]
     click.echo(render_table(results))
     click.echo(

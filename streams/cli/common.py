@@ -76,6 +76,10 @@ def common_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="machine-readable output on stdout"
+)
+
 online_store_option = click.option(
     "--online-store",
     type=click.Choice(["repo", "sqlite", "redis"]),

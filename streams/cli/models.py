@@ -22,6 +22,8 @@ from streams.cli.common import (
     StreamscoreGroup,
     build_settings,
     common_options,
+    eprint,
+    json_option,
     online_store_option,
 )
 from streams.settings import Settings
@@ -115,10 +117,9 @@ def models() -> None:
 @common_options
 @click.argument("name", required=False)
 @model_option
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def list_(name: str | None, model: str | None, as_json: bool, **options: Any) -> int:
     """Versions, state, metrics and lineage (every model, or NAME's)."""
-    from models.rollout import GATE_METRICS
     from streams import lifecycle
 
     settings = build_settings(**options)
@@ -126,34 +127,65 @@ def list_(name: str | None, model: str | None, as_json: bool, **options: Any) ->
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return EXIT_OK
-    click.echo(f"{'model':<10} {'ver':>4} {'state':<10} metrics                     lineage")
-    for r in rows:
-        m = r["metrics"]
-        state = r["state"] + (f" {r['percent']:g}%" if "percent" in r else "")
-        shown = list(GATE_METRICS.get(r["task"], {})) or list(m)[:2]
-        figures = "  ".join(f"{k}={m[k]:.4f}" if k in m else f"{k}=-" for k in shown)
-        lin = r["lineage"]
-        click.echo(
-            f"{r['name']:<10} {r['version']:>4} {state:<10} {figures:<27} "
-            f"{lin['feature_service']} {lin['start'][:10]}..{lin['end'][:10]} "
-            f"rows={lin['rows']} data={lin['data_sha256']}"
-        )
+    click.echo(models_table(rows))
     return EXIT_OK
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    """One table per task, so each model's metrics sit under their own names (a
+    classifier's roc_auc/pr_auc, a regressor's mae/rmse: what its promotion gate uses)."""
+    from tabulate import tabulate
+
+    from models.rollout import GATE_METRICS
+
+    tables = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        metrics = list(GATE_METRICS.get(task, {})) or sorted(
+            {k for r in mine for k in r["metrics"]}
+        )
+        table = [
+            [
+                r["name"],
+                r["version"],
+                r["state"] + (f" {r['percent']:g}%" if "percent" in r else ""),
+                *(r["metrics"].get(m) for m in metrics),
+                f"{r['lineage']['feature_service'] or '-'} "
+                f"{r['lineage']['start'][:10]}..{r['lineage']['end'][:10]}",
+                r["lineage"]["rows"],
+                r["lineage"]["data_sha256"],
+            ]
+            for r in mine
+        ]
+        headers = ["model", "ver", "state", *metrics, "trained on", "rows", "data"]
+        tables.append(
+            f"{task}:\n"
+            + tabulate(table, headers=headers, floatfmt=".4f", missingval="-", tablefmt="simple")
+        )
+    return "\n\n".join(tables) or "no models registered"
 
 
 @models.command()
 @common_options
 @click.argument("args", nargs=-1, metavar="[NAME] VERSION")
 @model_option
+@json_option
 @click.pass_context
-def show(ctx: click.Context, args: tuple[str, ...], model: str | None, **options: Any) -> int:
-    """The model card of one version."""
+def show(
+    ctx: click.Context, args: tuple[str, ...], model: str | None, as_json: bool, **options: Any
+) -> int:
+    """The model card of one version (--json: its manifest)."""
     from streams import lifecycle
 
     settings = build_settings(**options)
     name, version = split_name_version(ctx, args, model, version_required=True)
     assert version is not None
-    click.echo(lifecycle.show(settings, resolve_model(settings, name), version))
+    name = resolve_model(settings, name)
+    if as_json:
+        manifest = lifecycle.registry_of(settings).manifest(name, version)
+        click.echo(manifest.model_dump_json(indent=2))
+        return EXIT_OK
+    click.echo(lifecycle.show(settings, name, version))
     return EXIT_OK
 
 
@@ -163,15 +195,118 @@ def show(ctx: click.Context, args: tuple[str, ...], model: str | None, **options
 @click.option(
     "--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
 )
-def register(onnx: Path, manifest: Path, **options: Any) -> int:
+@json_option
+def register(onnx: Path, manifest: Path, as_json: bool, **options: Any) -> int:
     """Register an ONNX file with its manifest JSON as a candidate."""
     from streams import lifecycle
 
     registered = lifecycle.register(build_settings(**options), onnx, manifest)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "name": registered.name,
+                    "version": registered.version,
+                    "sha256": registered.sha256,
+                }
+            )
+        )
+        return EXIT_OK
     click.echo(
         f"registered {registered.name} v{registered.version} (sha256 {registered.sha256[:12]})"
     )
     return EXIT_OK
+
+
+@models.command()
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write it here"
+)
+def schema(output: Path | None) -> int:
+    """The JSON Schema of a manifest file (what `models register` takes)."""
+    from models.manifest import registration_schema
+
+    text = json.dumps(registration_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        eprint(f"wrote {output}")
+    return EXIT_OK
+
+
+@models.command()
+@click.argument("onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="the model's name in the registry")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    required=True,
+    metavar="REF[=DEFAULT]",
+    help="an event field or a Feast 'view:feature', in the model's column order; "
+    "repeatable or comma-separated",
+)
+@click.option(
+    "--entity-key",
+    "entity_keys",
+    multiple=True,
+    metavar="JOIN_KEY[=EVENT_FIELD]",
+    help="the Feast join key the feature refs are looked up by (repeatable)",
+)
+@click.option("--task", type=click.Choice(["binary_classification", "regression"]))
+@click.option(
+    "--training-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the training set (.parquet or .csv): lineage (rows, sha256, time range) and "
+    "defaults (each input's median)",
+)
+@click.option("--time-column", default="event_timestamp", show_default=True)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="write it here"
+)
+def init(
+    onnx: Path,
+    name: str,
+    inputs: tuple[str, ...],
+    entity_keys: tuple[str, ...],
+    task: str | None,
+    training_data: Path | None,
+    time_column: str,
+    output: Path | None,
+) -> int:
+    """A manifest skeleton for ONNX fed by --input refs, checked against the graph."""
+    from models.skeleton import manifest_skeleton
+
+    data = onnx.read_bytes()
+    skeleton = manifest_skeleton(data, name, inputs, entity_keys, task, training_data, time_column)
+    _check_against_graph(data, skeleton.manifest)
+    text = json.dumps(skeleton.manifest, indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        eprint(f"wrote {output}")
+    for line in skeleton.todo:
+        eprint(f"to review: {line}")
+    target = output or "manifest.json"
+    eprint(f"next: streamscore models register --onnx {onnx} --manifest {target}")
+    return EXIT_OK
+
+
+def _check_against_graph(data: bytes, manifest: dict[str, Any]) -> None:
+    """The skeleton must pass registration's graph check (lineage may still be open)."""
+    from datetime import UTC, datetime
+
+    from models.manifest import ModelManifest
+    from models.scoring import OnnxScorer
+
+    now = datetime.now(UTC)
+    lineage = {"start": now, "end": now, "rows": 0, "data_sha256": ""} | manifest["lineage"]
+    draft = ModelManifest.model_validate(
+        manifest | {"lineage": lineage, "version": "", "sha256": "", "created_at": now}
+    )
+    OnnxScorer(Path("model.onnx"), draft, model_bytes=data)
 
 
 def rollout_options(func: Any) -> Any:
@@ -187,6 +322,7 @@ def rollout_options(func: Any) -> Any:
     )(func)
     func = click.option("--reason", help="why (required with --force; kept in the history)")(func)
     func = model_option(func)
+    func = json_option(func)
     return common_options(func)
 
 
@@ -198,6 +334,7 @@ def run_rollout(
     reason: str | None,
     wait: float,
     workers: int | None,
+    as_json: bool,
     options: dict[str, Any],
     percent: float | None = None,
     force: bool = False,
@@ -230,6 +367,9 @@ def run_rollout(
         wait_workers=wait_workers or None,
         wait_s=wait if wait_workers or workers is not None else 0.0,
     )
+    if as_json:
+        click.echo(json.dumps(report | {"model": name, "action": action}, indent=2))
+        return EXIT_OK
     state = report["state"]
     canary = state["canary"]
     click.echo(
@@ -237,6 +377,8 @@ def run_rollout(
         + (f", canary v{canary['version']} {canary['percent']:g}%" if canary else "")
         + (f", shadow v{state['shadow']}" if state["shadow"] else "")
     )
+    if report.get("undone"):
+        click.echo(f"rollback: {report['undone']}")
     if report["gate"]:
         click.echo(f"quality gate: {report['gate']}")
     for ack in report["acks"]:
@@ -280,7 +422,8 @@ def shadow(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
 @click.argument("args", nargs=-1, metavar="[NAME]")
 @click.pass_context
 def rollback(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
-    """Back to the previous champion (stops canary and shadow)."""
+    """Undo the last rollout step: stop a canary or shadow, or restore the previous
+    champion after a promotion; refused only when there is nothing to undo."""
     return run_rollout(ctx, "rollback", args, **_split(kw))
 
 
@@ -304,5 +447,5 @@ def shadow_off(ctx: click.Context, args: tuple[str, ...], **kw: Any) -> int:
 
 def _split(kw: dict[str, Any]) -> dict[str, Any]:
     """The rollout options apart from the settings options (--home, --bootstrap-servers)."""
-    mine = {k: kw.pop(k) for k in ("model", "reason", "wait", "workers")}
+    mine = {k: kw.pop(k) for k in ("model", "reason", "wait", "workers", "as_json")}
     return mine | {"options": kw}

@@ -72,6 +72,19 @@ async def produce_records(
     return time.monotonic() - started
 
 
+def served_entity_field(settings: Settings) -> str | None:
+    """The event field of the served model's first entity key (what canary routing and
+    the online lookup follow); None when that model is not registered here."""
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_path)
+    version = registry.champion(settings.model_name)
+    if version is None:
+        return None
+    fields = list(registry.manifest(settings.model_name, version).entity_keys.values())
+    return fields[0] if fields else None
+
+
 @click.command(cls=StreamscoreCommand)
 @common_options
 @click.option("--n", type=int, default=1000, show_default=True, help="demo events to send")
@@ -98,6 +111,13 @@ async def produce_records(
     help="share of labels sent flipped (provokes a quality drop)",
 )
 @click.option(
+    "--key",
+    "key_field",
+    metavar="FIELD",
+    help="event field the records are keyed by (default: the served model's first "
+    "entity key, so one entity's events stay in order on one partition)",
+)
+@click.option(
     "--drift",
     multiple=True,
     metavar="FIELD=FACTOR",
@@ -112,6 +132,7 @@ def produce(
     labels: bool,
     flip_labels: float,
     drift: tuple[str, ...],
+    key_field: str | None,
     **options: Any,
 ) -> int:
     """Send demo events or a JSONL file to the events topic."""
@@ -119,7 +140,13 @@ def produce(
     from streams.kafka import keyed_records
 
     settings = build_settings(**options)
-    key_field = "user_id"
+    if key_field is None:
+        key_field = served_entity_field(settings)
+        if key_field is None and file_ is not None:
+            eprint(
+                f"no entity key: model {settings.model_name!r} (STREAMSCORE_MODEL_NAME) is "
+                "not registered here, so records go unkeyed; --key FIELD names one"
+            )
     label_records: Records = []
     if file_ is not None:
         records = file_records(file_, key_field)
@@ -137,7 +164,7 @@ def produce(
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        records = keyed_records(events, key_field)
+        records = keyed_records(events, key_field or "user_id")  # the example's entity
         # a label is keyed like its event
         label_records = [
             (key, encode(label)) for (key, _), label in zip(records, truth, strict=True)

@@ -18,6 +18,7 @@ from streams.cli.common import (
     StreamscoreCommand,
     build_settings,
     common_options,
+    json_option,
     online_store_option,
 )
 from streams.settings import Settings
@@ -42,13 +43,21 @@ log = logging.getLogger("streamscore")
     show_default=True,
     help="seconds to wait for workers to be ready",
 )
-def up(workers: int, timeout: float, **options: Any) -> int:
+@json_option
+def up(workers: int, timeout: float, as_json: bool, **options: Any) -> int:
     """Start broker, online store and workers in the background."""
     from streams import stack
 
     settings = build_settings(follow_stack=False, **options)
     started = time.monotonic()
     state = stack.up(settings, workers=workers, timeout_s=timeout)
+    if as_json:
+        from dataclasses import asdict
+
+        recorded = asdict(state) | {"took_s": round(time.monotonic() - started, 1)}
+        recorded.pop("env", None)  # the settings: `streamscore settings --json`
+        click.echo(json.dumps(recorded, indent=2))
+        return EXIT_OK
     click.echo(
         f"streamscore is up in {time.monotonic() - started:.1f}s: broker {state.broker} at "
         f"{state.bootstrap_servers}, online store {state.online_store}, "
@@ -60,11 +69,15 @@ def up(workers: int, timeout: float, **options: Any) -> int:
 
 @click.command(cls=StreamscoreCommand)
 @common_options
-def down(**options: Any) -> int:
+@json_option
+def down(as_json: bool, **options: Any) -> int:
     """Stop what up started."""
     from streams import stack
 
     stopped = stack.down(build_settings(**options))
+    if as_json:
+        click.echo(json.dumps({"stopped": stopped}))
+        return EXIT_OK
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return EXIT_OK
 
@@ -85,9 +98,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
         asyncio.run(wait_for_broker(effective, timeout_s=3))
         topics = asyncio.run(existing_topics(effective))
         if settings.topic("events") in topics:
-            lag = asyncio.run(
-                committed_lag(effective, settings.consumer_group, settings.topic("events"))
-            )
+            lag = asyncio.run(committed_lag(effective, settings.group_id, settings.topic("events")))
     except BrokerUnavailable:
         broker_up = False
     running = [w for w in (state.workers if state else []) if stack.worker_running(w)]
@@ -96,6 +107,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
     feedback = [w for w in running if w.get("role") == "feedback"]
     feature_workers = [w for w in running if w.get("role") == "features"]
     dead = stack.dead_parts(settings, state)
+    parts = stack_parts(settings, state, broker_up, bootstrap)
     registry = ModelRegistry(settings.registry_path)
     models = []
     for name in registry.list_models():
@@ -123,10 +135,85 @@ def status_report(settings: Settings) -> dict[str, Any]:
         ],
         "features_worker_pids": [w["pid"] for w in feature_workers],
         "models": models,
+        # every part with its state: broker, online store, each worker's /ready
+        "parts": parts,
         # From the broker: events not yet committed by the scoring group, per partition
         # (None: nothing committed yet).
         "events_lag": {str(p): n for p, n in lag.items()},
     }
+
+
+def _online_store_state(settings: Settings, kind: str) -> tuple[str, str]:
+    if kind == "redis":
+        import redis
+
+        from features.store import redis_client
+        from streams.online_store import online_store_config
+
+        online = online_store_config(settings.model_copy(update={"online_store": "redis"}))
+        client = redis_client(online)
+        try:
+            client.ping()
+            return "up", online.describe()
+        except redis.RedisError as exc:
+            return "down", f"{online.describe()}: {exc}"
+        finally:
+            client.close()
+    path = settings.data_dir / "online_store.db"
+    return ("up", str(path)) if path.exists() else ("down", f"{path} does not exist")
+
+
+def stack_parts(
+    settings: Settings, state: Any, broker_up: bool, bootstrap: str
+) -> list[dict[str, Any]]:
+    """Each part of the stack, up or not, and why: what ``status`` tabulates."""
+    from streams import stack
+
+    parts: list[dict[str, Any]] = []
+    broker_pid = stack.LocalKafka(settings).pid() if (state and state.broker == "kafka") else None
+    parts.append(
+        {
+            "part": f"broker ({state.broker if state else settings.broker})",
+            "pid": broker_pid,
+            "state": "up" if broker_up else "down",
+            "detail": f"{bootstrap} {'answers' if broker_up else 'does not answer'}",
+        }
+    )
+    kind = state.online_store if state else settings.online_store
+    online_state, where = _online_store_state(settings, kind)
+    parts.append(
+        {"part": f"online store ({kind})", "pid": None, "state": online_state, "detail": where}
+    )
+    for worker in state.workers if state else []:
+        role = worker.get("role", "score")
+        name = "scoring worker" if role == "score" else f"{role} worker"
+        if not stack.worker_running(worker):
+            parts.append(
+                {
+                    "part": name,
+                    "pid": worker["pid"],
+                    "state": "down",
+                    "detail": f"not running (log {worker.get('log')})",
+                }
+            )
+            continue
+        answer = stack.worker_readiness(settings, worker)
+        if answer is None:
+            row = {"state": "starting", "detail": "no answer on /ready yet"}
+        elif answer.get("ready"):
+            checks = answer.get("checks", {})
+            row = {
+                "state": "ready",
+                "detail": "; ".join(f"{n}: {c['detail']}" for n, c in checks.items()),
+            }
+        else:
+            failing = {n: c["detail"] for n, c in answer.get("checks", {}).items() if not c["ok"]}
+            row = {
+                "state": "not ready",
+                "detail": "; ".join(f"{n}: {d}" for n, d in failing.items()),
+            }
+        parts.append({"part": name, "pid": worker["pid"]} | row)
+    return parts
 
 
 def metrics_figures(url: str | None, timeout_s: float = 2.0) -> str | None:
@@ -148,15 +235,15 @@ def metrics_figures(url: str | None, timeout_s: float = 2.0) -> str | None:
 
 
 def render_status(report: dict[str, Any]) -> str:
-    lines = [
-        f"stack:      {'up' if report['up'] else 'down'}",
-        f"broker:     {report['broker']} at {report['bootstrap_servers']} "
-        f"({'reachable' if report['broker_reachable'] else 'unreachable'})",
-        f"online:     {report['online_store']}",
-        f"workers:    {report['worker_pids'] or 'none'}",
-        f"feedback:   {report['feedback_worker_pids'] or 'none'}",
-        f"features:   {report.get('features_worker_pids') or 'none'}",
-    ]
+    from tabulate import tabulate
+
+    table = tabulate(
+        [[p["part"], p["pid"] or "", p["state"], p["detail"]] for p in report["parts"]],
+        headers=["part", "pid", "state", "detail"],
+        tablefmt="simple",
+        maxcolwidths=[None, None, None, 70],
+    )
+    lines = [f"stack:      {'up' if report['up'] else 'down'}", "", table, ""]
     if report["dead"]:
         lines.append(f"not running: {', '.join(report['dead'])} (`streamscore up` restarts them)")
     lines.append(f"metrics:    {report['metrics_url'] or '-'}")
@@ -173,7 +260,7 @@ def render_status(report: dict[str, Any]) -> str:
 
 @click.command(cls=StreamscoreCommand)
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def status(as_json: bool, **options: Any) -> int:
     """Inspect the local stack (exit 3 when it is not up)."""
     report = status_report(build_settings(**options))

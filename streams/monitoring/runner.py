@@ -2,7 +2,7 @@
 
 In: :class:`Settings`. Out: the agents of
 :func:`streams.monitoring.feedback.register_feedback` in a Faust worker of its own
-(consumer group ``<consumer_group>-feedback``, so it scales apart from scoring and the
+(consumer group ``<topic_prefix><consumer_group>-feedback``, so it scales apart from scoring and the
 scoring worker carries no join), the consumer-lag gauge, metrics on ``metrics_port``,
 and a ready file under ``<home>/run`` once the group is joined (the same file name as a
 scoring worker's, so ``streamscore up`` waits for either the same way).
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import faust
 
-from streams import lograte, metrics
-from streams.faust_app import make_app, mark_ready_on_rebalance
+from streams.faust_app import make_app, mark_ready_on_rebalance, run_worker_app
+from streams.health import Health
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.feedback import register_feedback
 from streams.monitoring.monitor import register_lag_monitor
@@ -33,16 +33,18 @@ def ready_file(settings: Settings, pid: int | None = None) -> Path:
     return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
-def build_feedback_app(settings: Settings, ready: Path | None = None) -> faust.App:
+def build_feedback_app(
+    settings: Settings, ready: Path | None = None, health: Health | None = None
+) -> faust.App:
     from streams.pii import PiiPolicy
 
     # Slice values become metric labels and signal keys here: none may be personal data.
     PiiPolicy.from_settings(settings)
-    app = make_app(settings, f"{settings.consumer_group}-feedback")
+    app = make_app(settings, f"{settings.group_id}-feedback")
     register_feedback(app, settings)
     register_lag_monitor(app)
 
-    mark_ready_on_rebalance(app, ready)
+    mark_ready_on_rebalance(app, ready, health)
 
     return app
 
@@ -60,20 +62,9 @@ def run_feedback_worker(settings: Settings) -> None:
     loop.run_until_complete(ensure_topics(settings))
     ready = ready_file(settings)
     ready.unlink(missing_ok=True)
-    app = build_feedback_app(settings, ready)
-    metrics.serve(settings.metrics_host, settings.metrics_port)
-    worker = lograte.Worker(
-        app,
-        loop=loop,
-        loglevel=settings.log_level,
-        redirect_stdouts=False,
-        log_burst=settings.log_repeat_burst,
-        log_period_s=settings.log_repeat_period_s,
-    )
-    try:
-        worker.execute_from_commandline()
-    finally:
-        ready.unlink(missing_ok=True)
+    health = Health("feedback")  # ready: partitions assigned, recovery over
+    app = build_feedback_app(settings, ready, health)
+    run_worker_app(settings, app, loop, health, ready)
 
 
 def main() -> None:

@@ -98,6 +98,13 @@ def kcat_predicted_ids(bootstrap: str, wanted: set[str], timeout_s: float = 90) 
     raise AssertionError(f"{len(wanted - seen)} of {len(wanted)} ids never got a prediction")
 
 
+def curl(url: str) -> str:
+    """GET ``url``; fail unless it answers 200."""
+    result = subprocess.run(["curl", "-sf", url], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, f"{url}: curl exit {result.returncode}"
+    return result.stdout
+
+
 def status(cli) -> dict:
     return json.loads(cli("status", "--json", check=False).stdout)
 
@@ -117,6 +124,15 @@ def test_default_stack_durable_and_open_to_every_client(cli, root: Path) -> None
     assert all(stack.alive(p) for p in pids)
     metrics = subprocess.run(["curl", "-sf", report["metrics_url"]], capture_output=True, text=True)
     assert "streamscore_worker_ready 1.0" in metrics.stdout
+    # /healthz and /ready on the same port, for the scoring and the feedback worker.
+    for url in report["metrics_urls"] + report["feedback_metrics_urls"]:
+        alive = json.loads(curl(url.replace("/metrics", "/healthz")))
+        ready = json.loads(curl(url.replace("/metrics", "/ready")))
+        assert alive["alive"] and ready["ready"], (alive, ready)
+        assert ready["checks"]["partitions"]["ok"]
+    ready = json.loads(curl(report["metrics_url"].replace("/metrics", "/ready")))
+    assert set(ready["checks"]) == {"partitions", "model", "online_store"}, ready
+    assert ready["checks"]["model"]["detail"] == "fraud v1 loaded", ready
 
     # Idempotent: a second up starts nothing new.
     cli("up")

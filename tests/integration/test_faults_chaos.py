@@ -193,11 +193,11 @@ async def test_slow_redis_keeps_memory_bounded_and_lag_drains(
     assert report.reconciled, report.as_dict()
     growth = peak - baseline
     assert growth < MEMORY_BOUND_MB, f"RSS grew {growth:.0f} MB under a slow Redis"
-    lag = await committed_lag(settings, settings.consumer_group, settings.topic("events"))
+    lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
     deadline = time.monotonic() + 30
     while any(v for v in lag.values()) and time.monotonic() < deadline:
         await asyncio.sleep(1)
-        lag = await committed_lag(settings, settings.consumer_group, settings.topic("events"))
+        lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
     assert all(v == 0 for v in lag.values()), f"lag did not drain: {lag}"
     flagged = sum(
         decode(p.value or b"{}")["fallback"] == "features_unavailable" for p in predictions

@@ -55,7 +55,7 @@ async def produce_in_transactions(
 async def wait_for_lag(settings: Settings, wanted: dict[int, int], timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
-        lag = await committed_lag(settings, settings.consumer_group, settings.topic("events"))
+        lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
         if lag == wanted or time.monotonic() > deadline:
             return lag
         await asyncio.sleep(0.5)
@@ -93,7 +93,7 @@ async def test_commits_pass_transaction_markers_and_a_truncated_log_after_a_rest
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
-        committed = (await admin.list_consumer_group_offsets(settings.consumer_group))[tp0]
+        committed = (await admin.list_consumer_group_offsets(settings.group_id))[tp0]
         cut = committed.offset + 3
         await admin.delete_records({tp0: RecordsToDelete(cut)})
     finally:

@@ -73,7 +73,7 @@ async def committed_lag(settings: Settings) -> int:
     consumer = reader(settings)
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+        committed = await admin.list_consumer_group_offsets(settings.group_id)
         tps = [TopicPartition(settings.topic("events"), p) for p in range(settings.partitions)]
         ends = await consumer.end_offsets(tps)
         return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)

@@ -118,7 +118,7 @@ def readme_acls(settings: Settings) -> list[tuple[str, ...]]:
             args += ["--operation", op.strip()]
         for name in re.findall(r"`([^`]+)`", names):
             if name.startswith("<consumer_group>"):
-                full = name.replace("<consumer_group>", settings.consumer_group)
+                full = name.replace("<consumer_group>", settings.group_id)
             else:
                 full = settings.topic_prefix + name
             args += [f"--{resource}", full]

@@ -180,11 +180,11 @@ async def test_canary_in_personal_fields_appears_in_no_output(
             found.append(f"{where}: ...{text[max(0, at - 80) : at + 40]}...")
 
     exempt = {settings.topic(t) for t in ENTITY_TOPICS} | {
-        f"{settings.consumer_group}-feedback-feedback-join-changelog"
+        f"{settings.group_id}-feedback-feedback-join-changelog"
     }
     inputs = {settings.topic("events"), settings.topic("labels")}
     topics = [t for t in await existing_topics(settings) if t not in inputs]
-    topics.append(f"{settings.consumer_group}-feedback-feedback-join-changelog")
+    topics.append(f"{settings.group_id}-feedback-feedback-join-changelog")
     for topic in topics:
         for record in await read_topic(settings, topic):
             where = f"{topic}@{record.partition}:{record.offset}"

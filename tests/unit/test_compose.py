@@ -160,6 +160,13 @@ def test_prometheus_scrapes_the_worker_metrics_port(services: dict[str, Any]) ->
     assert f"feedback:{metrics_port}" in targets, targets
 
 
+def test_workers_are_healthy_when_they_answer_ready(services: dict[str, Any]) -> None:
+    for name in ("worker", "feedback"):
+        port = env_of(services[name])["STREAMSCORE_METRICS_PORT"]
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/ready" in test, test
+
+
 def test_the_feedback_worker_runs_beside_the_scoring_worker(services: dict[str, Any]) -> None:
     feedback = services["feedback"]
     assert feedback["command"] == ["streamscore", "worker", "--role", "feedback"]

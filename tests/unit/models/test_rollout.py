@@ -17,6 +17,7 @@ from models.rollout import (
     canary_bucket,
     is_canary,
     quality_gate,
+    undone,
     version_states,
 )
 from models.routing import build_routing
@@ -32,7 +33,7 @@ def test_promote_canary_shadow_rollback() -> None:
     assert s3.reason == "canary looked fine" and s3.action == "promote"
     s4 = apply_command(s3, "rollback")
     assert s4.champion == "1" and s4.previous == [] and s4.shadow is None and s4.seq == 4
-    with pytest.raises(RolloutRefused, match="no previous champion"):
+    with pytest.raises(RolloutRefused, match="nothing to undo: v1 is the champion"):
         apply_command(s4, "rollback")
     with pytest.raises(RolloutRefused, match="already the champion"):
         apply_command(s4, "promote", "1")
@@ -44,6 +45,35 @@ def test_promote_canary_shadow_rollback() -> None:
         "3": "shadow",
         "4": "candidate",
     }
+
+
+def test_rollback_undoes_the_last_step() -> None:
+    first = RolloutState(model="fraud", champion="1")
+    # A bad canary over the first champion: rollback stops it (issue 12's operator).
+    canary = apply_command(first, "canary", "2", percent=10)
+    back = apply_command(canary, "rollback")
+    assert (back.champion, back.canary, back.shadow, back.previous) == ("1", None, None, [])
+    assert undone(canary, back) == "canary v2 (10%) stopped; every event goes to v1"
+    shadow = apply_command(first, "shadow", "3")
+    assert apply_command(shadow, "rollback").shadow is None
+    # After a promotion: the previous champion again, experiments stopped.
+    promoted = apply_command(apply_command(first, "shadow", "3"), "promote", "2")
+    restored = apply_command(promoted, "rollback")
+    assert (restored.champion, restored.shadow, restored.previous) == ("1", None, [])
+    assert undone(promoted, restored) == (
+        "champion v2 -> v1 (restored); shadow v3 stopped; every event goes to v1"
+    )
+    # A canary after a promotion: the first rollback stops the canary, the second
+    # restores the previous champion, the third has nothing to undo.
+    canary_on_2 = apply_command(apply_command(first, "promote", "2"), "canary", "3", percent=5)
+    step1 = apply_command(canary_on_2, "rollback")
+    assert (step1.champion, step1.canary) == ("2", None)
+    step2 = apply_command(step1, "rollback")
+    assert (step2.champion, step2.previous) == ("1", [])
+    with pytest.raises(RolloutRefused, match="nothing to undo"):
+        apply_command(step2, "rollback")
+    with pytest.raises(RolloutRefused, match="nothing to undo"):
+        apply_command(first, "rollback")
 
 
 def test_canary_share_is_within_two_points_and_monotone_when_ramping() -> None:

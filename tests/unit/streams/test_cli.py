@@ -63,6 +63,14 @@ def parse(*argv: str) -> dict:
         ["models", "rollback", "fraud"],
         ["models", "canary-off"],
         ["models", "shadow-off", "fraud"],
+        ["up", "--json"],
+        ["down", "--json"],
+        ["models", "show", "2", "--json"],
+        ["models", "rollback", "--json", "--wait", "0"],
+        ["models", "register", "--onnx", __file__, "--manifest", __file__, "--json"],
+        ["settings", "--json", "--changed"],
+        ["models", "schema", "-o", "s.json"],
+        ["models", "init", __file__, "--name", "x", "--input", "a,b", "--entity-key", "k"],
     ],
 )
 def test_every_documented_command_line_parses(argv: list[str]) -> None:
@@ -137,3 +145,47 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(c in out for c in ("up", "produce", "models", "audit", "bench"))
     assert main(["models", "promote", "--help"]) == 0
     assert "[NAME] VERSION" in capsys.readouterr().out
+
+
+def test_a_file_is_sent_as_is_keyed_by_the_field(tmp_path: Path) -> None:
+    from streams.cli.produce import file_records
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"event_id": "1", "team_id": "t1"}\n\nnot json\n{"event_id": "2"}\n')
+    assert file_records(path, "team_id") == [
+        (b"t1", b'{"event_id": "1", "team_id": "t1"}'),
+        (None, b"not json"),
+        (None, b'{"event_id": "2"}'),
+    ]
+    assert [key for key, _ in file_records(path, None)] == [None, None, None]
+    assert parse("produce", "--file", str(path), "--key", "team_id")["key_field"] == "team_id"
+
+
+def test_models_list_shows_each_tasks_own_metrics() -> None:
+    from streams.cli.models import models_table
+
+    lineage = {
+        "feature_service": None,
+        "start": "2026-01-01T00:00:00",
+        "end": "2026-01-02T00:00:00",
+        "rows": 10,
+        "data_sha256": "abc",
+    }
+    rows = [
+        {"name": "fraud", "version": "1", "state": "champion", "task": "binary_classification",
+         "metrics": {"roc_auc": 0.91, "pr_auc": 0.5}, "lineage": lineage},
+        {"name": "fraud", "version": "2", "state": "canary", "percent": 10.0,
+         "task": "binary_classification", "metrics": {"roc_auc": 0.92}, "lineage": lineage},
+        {"name": "eta", "version": "1", "state": "champion", "task": "regression",
+         "metrics": {"mae": 2.5, "rmse": 3.25}, "lineage": lineage},
+    ]  # fmt: skip
+    classification, regression = models_table(rows).split("\n\n")
+    assert classification.splitlines()[1].split() == [
+        "model", "ver", "state", "roc_auc", "pr_auc", "trained", "on", "rows", "data",
+    ]  # fmt: skip
+    canary = classification.splitlines()[-1].split()
+    assert canary[:6] == ["fraud", "2", "canary", "10%", "0.9200", "-"], canary
+    assert (
+        regression.startswith("regression:") and "mae" in regression and "roc_auc" not in regression
+    )
+    assert regression.splitlines()[-1].split()[3:5] == ["2.5000", "3.2500"]

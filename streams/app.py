@@ -39,7 +39,7 @@ from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic
 from streams.monitoring.monitor import register_lag_monitor
 from streams.monitoring.signals import encode_signal
 from streams.pipeline import Inbound, Outbound, ScoringPipeline, dead_letter
-from streams.publish import PublishWindow, faust_send, send_best_effort
+from streams.publish import PublishWindow, faust_send, faust_send_many, send_best_effort
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,11 @@ def build_app(
         source = cast(Stream, stream)
         send = faust_send(app.producer)
         window = PublishWindow(
-            send, destinations, settings.publish_max_in_flight, settings.publish_retry_max_s
+            None,
+            destinations,
+            settings.publish_max_in_flight,
+            settings.publish_retry_max_s,
+            send_many=faust_send_many(app.producer),
         )
         settling = asyncio.create_task(window.run())
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -111,6 +112,12 @@ def build_app(
     @app.agent(events, name="score")
     async def score(stream: StreamT) -> None:
         source = cast(Stream, stream)
+        # Everything alive now (Faust, Feast, ONNX Runtime, the model: about 220,000
+        # objects) lives as long as the worker: keep it out of the collector's full
+        # passes. Measured in the worker at 1,500 events/s: full collections took 97-321 ms
+        # each, every 3-5 s, stalling the loop (a p99 of their own); after the freeze
+        # 2-22 ms.
+        gc.freeze()
         send = faust_send(app.producer)
         window = PublishWindow(
             None,

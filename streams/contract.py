@@ -118,8 +118,13 @@ def validate_event(obj: dict[str, Any]) -> dict[str, Any]:
             problem = f"{problem} (got {describe_value(first['input'])})"
         raise ContractViolation(field, problem) from None
     normalised = dict(obj)
-    normalised.update(event.model_dump(exclude=set(event.model_extra or ())))
+    # The contract's fields as validated (plain values: no nested models), read directly:
+    # model_dump(exclude=extras) cost a fifth of this function's CPU time per event.
+    normalised.update({name: getattr(event, name) for name in _CONTRACT_FIELDS})
     return normalised
+
+
+_CONTRACT_FIELDS = tuple(TransactionEvent.model_fields)
 
 
 def validate_with_schema(obj: dict[str, Any], schema: Mapping[str, str]) -> dict[str, Any]:

@@ -320,3 +320,53 @@ async def test_without_a_cache_every_batch_is_looked_up(applied_repo: Any) -> No
         assert await source.fetch(REFS, rows) == first
     finally:
         source.close()
+
+
+async def test_entries_past_half_their_ttl_are_served_and_refreshed_in_the_background(
+    applied_repo: Any,
+) -> None:
+    """Refresh-ahead: recurring entities never expire in a batch's way (no miss burst one
+    TTL after warm-up), and an entity invalidated during a refresh is not cached again
+    from the refresh's possibly older answer."""
+    store = open_store(applied_repo.path, applied_repo.online)
+    clock = Clock()
+    source = FeastOnlineSource(store, cache_ttl_s=10, cache_max_entities=1000, clock=clock)
+    asked: list[int] = []
+    blocking = source._fetch_blocking
+
+    def counting(refs: list[str], rows: list[dict[str, Any]]) -> Any:
+        asked.append(len(rows))
+        return blocking(refs, rows)
+
+    source._fetch_blocking = counting  # type: ignore[method-assign]
+    try:
+        rows = _rows(applied_repo, 40)
+        distinct = len({(r["user_id"], r["merchant_id"]) for r in rows})
+        values = await source.fetch(REFS, rows)
+        assert asked == [distinct]
+
+        clock.now += 4  # not yet half the TTL: nothing to refresh
+        assert await source.fetch(REFS, rows) == values
+        assert source._refreshing is None
+
+        clock.now += 2  # past half the TTL: served at once, looked up again meanwhile
+        assert await source.fetch(REFS, rows) == values
+        assert asked == [distinct], "the batch did not wait for a lookup"
+        assert source._refreshing is not None
+        await source._refreshing
+        assert len(asked) == 2 and asked[1] <= distinct, "refreshed in the background"
+
+        clock.now += 6  # past the first lookup's TTL, within the refresh's
+        assert await source.fetch(REFS, rows) == values
+        assert len(asked) == 2, "no lookup in the batch's way: every entity was refreshed"
+        user = rows[0]["user_id"]
+        assert source._refreshing is not None, "due again: a second refresh runs"
+        source.invalidate([{"user_id": user}])  # the writer updated it meanwhile
+        await source._refreshing
+        assert source.cache.get("user_stats", (user,), clock.now) is None, (
+            "an entity invalidated during a refresh is not cached from it"
+        )
+        await source.fetch(REFS, rows)
+        assert asked[3] == sum(1 for r in {tuple(r.items()) for r in rows} if r[0][1] == user)
+    finally:
+        source.close()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from streams.pipeline import Outbound
-from streams.publish import PublishWindow
+from streams.publish import PublishWindow, Record, faust_send_many
 
 TOPICS = {"predictions": "p", "deadletter": "d"}
 
@@ -113,3 +113,127 @@ async def test_refused_records_are_sent_again_before_the_batch_is_acked() -> Non
 def test_an_empty_window_is_refused() -> None:
     with pytest.raises(ValueError, match="max_batches"):
         PublishWindow(FakeProducer().send, TOPICS, max_batches=0, retry_max_s=1)
+
+
+class FakeBuilder:
+    """aiokafka's BatchBuilder as faust_send_many uses it: full after ``capacity`` records."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.closed = False
+
+    def append(
+        self, *, timestamp: float | None, key: bytes | None, value: bytes, headers: Any
+    ) -> object | None:
+        assert timestamp is None, "CreateTime is set by the producer at append"
+        if self.closed or len(self.records) >= self.capacity:
+            self.closed = True
+            return None
+        self.records.append((key, value, headers))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeAIOKafka:
+    """The aiokafka producer beneath Faust's: create_batch / send_batch / partitions_for."""
+
+    def __init__(self, capacity: int, refuse_first: int = 0) -> None:
+        self.capacity = capacity
+        self.refuse_first = refuse_first
+        self.batches: list[tuple[str, int, list[bytes]]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder(self.capacity)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
+    async def send_batch(self, builder: FakeBuilder, topic: str, *, partition: int) -> Any:
+        assert builder.closed, "a submitted batch takes no more records through send()"
+        self.batches.append((topic, partition, [v for _, v, _ in builder.records]))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.refuse_first > 0:
+            self.refuse_first -= 1
+            future.set_exception(ConnectionError("broker away"))
+        else:
+            future.set_result(None)
+        self.futures.append(future)
+        return future
+
+
+class FakeFaustProducer:
+    """Faust's app.producer: the aiokafka producer it wraps and key_partition."""
+
+    def __init__(self, aio: FakeAIOKafka) -> None:
+        self.aio = aio
+
+    def _ensure_producer(self) -> FakeAIOKafka:
+        return self.aio
+
+    def key_partition(self, topic: str, key: bytes | None) -> Any:
+        from faust.types import TP
+
+        return TP(topic, 0 if key in (None, b"k0") else 1)
+
+
+async def test_send_many_batches_per_topic_and_partition_and_overflows_into_new_batches() -> None:
+    aio = FakeAIOKafka(capacity=2)
+    send_many = faust_send_many(FakeFaustProducer(aio))
+    records: list[Record] = [
+        ("p", b"k0", b"v0", []),
+        ("p", b"k1", b"v1", []),
+        ("p", b"k0", b"v2", []),
+        ("p", b"k0", b"v3", [("h", b"1")]),
+        ("d", None, b"v4", []),
+    ]
+    sent = await send_many(records)
+    assert aio.batches == [
+        ("p", 0, [b"v0", b"v2"]),
+        ("p", 0, [b"v3"]),
+        ("p", 1, [b"v1"]),
+        ("d", 0, [b"v4"]),
+    ], "grouped per partition, in order within it, a full batch continued in a new one"
+    assert sorted(v for group, _ in sent for _, _, v, _ in group) == [
+        b"v0",
+        b"v1",
+        b"v2",
+        b"v3",
+        b"v4",
+    ], "every record in exactly one group"
+    assert len(sent) == 4, "one future per produce batch, not per record"
+
+
+async def test_a_refused_produce_batch_is_sent_again_before_the_window_acks() -> None:
+    aio = FakeAIOKafka(capacity=10, refuse_first=1)
+    window = PublishWindow(
+        None,
+        TOPICS,
+        max_batches=2,
+        retry_max_s=0.01,
+        send_many=faust_send_many(FakeFaustProducer(aio)),
+    )
+    runner = asyncio.create_task(window.run())
+    acked = asyncio.Event()
+
+    async def done() -> None:
+        acked.set()
+
+    await window.submit(batch("a"), done)
+    await asyncio.wait_for(acked.wait(), 2)
+    assert aio.batches == [("p", 1, [b"a-0", b"a-1"])] * 2, "the refused batch again, whole"
+    runner.cancel()
+
+
+async def test_send_many_turns_a_producer_error_into_a_failed_future() -> None:
+    class Broken(FakeAIOKafka):
+        async def partitions_for(self, topic: str) -> set[int]:
+            raise ConnectionError("no metadata")
+
+    sent = await faust_send_many(FakeFaustProducer(Broken(capacity=2)))([("p", b"k0", b"v", [])])
+    assert len(sent) == 1 and sent[0][0] == [("p", b"k0", b"v", [])]
+    with pytest.raises(ConnectionError):
+        await sent[0][1]

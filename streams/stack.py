@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,15 +327,31 @@ def stack_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+UP_STEPS = ("broker", "online store", "features and model", "workers", "ready")
+"""What ``up`` reports through ``progress``, in order (one call as each begins)."""
+
+
 def up(
-    settings: Settings, workers: int = 1, prepare: bool = True, timeout_s: float = 180.0
+    settings: Settings,
+    workers: int = 1,
+    prepare: bool = True,
+    timeout_s: float = 180.0,
+    progress: Callable[[str], None] | None = None,
 ) -> StackState:
-    """Start what is not running yet, bootstrap the example, return when workers are ready."""
+    """Start what is not running yet, bootstrap the example, return when workers are ready.
+
+    ``progress`` is called with each of :data:`UP_STEPS` as it begins (a progress bar)."""
     with stack_lock(settings):
-        return _up(settings, workers, prepare, timeout_s)
+        return _up(settings, workers, prepare, timeout_s, progress or (lambda step: None))
 
 
-def _up(settings: Settings, workers: int, prepare: bool, timeout_s: float) -> StackState:
+def _up(
+    settings: Settings,
+    workers: int,
+    prepare: bool,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> StackState:
     settings.home.mkdir(parents=True, exist_ok=True)
     path = state_path(settings)
     state = StackState.load(path)
@@ -348,14 +364,18 @@ def _up(settings: Settings, workers: int, prepare: bool, timeout_s: float) -> St
     state.online_store = settings.online_store
     state.env = recorded_env(settings)
     try:
+        progress("broker")
         start_broker(settings, state)
         state.save(path)
         asyncio.run(wait_for_broker(settings, timeout_s=90))
+        progress("online store")
         if settings.online_store == "redis":
             state.redis_started = start_redis(state) or state.redis_started
             state.save(path)
+        progress("features and model")
         if prepare:
             bootstrap(settings)
+        progress("workers")
         start_workers(settings, state, workers)
         # One feedback worker (label join, online quality) beside the scoring workers.
         start_workers(settings, state, 1, role="feedback")
@@ -363,6 +383,7 @@ def _up(settings: Settings, workers: int, prepare: bool, timeout_s: float) -> St
         # in a changelog-backed table, and the file offline store takes one writer.
         start_workers(settings, state, 1, role="features")
         state.save(path)
+        progress("ready")
         wait_for_workers(settings, state, timeout_s)
     finally:
         state.save(path)

@@ -5,8 +5,10 @@ example's features and model (what docker-compose runs before the worker)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -50,7 +52,20 @@ def up(workers: int, timeout: float, as_json: bool, **options: Any) -> int:
 
     settings = build_settings(follow_stack=False, **options)
     started = time.monotonic()
-    state = stack.up(settings, workers=workers, timeout_s=timeout)
+    from tqdm import tqdm
+
+    # A bar over up's steps on a terminal (disable=None: off when stderr is not a TTY).
+    with tqdm(total=len(stack.UP_STEPS), desc="up", unit="step", disable=None) as bar:
+
+        def progress(step: str) -> None:
+            if step != stack.UP_STEPS[0]:
+                bar.update(1)
+            bar.set_description(f"up: {step}")
+
+        # Feast prints its materialization progress on stdout: stdout stays the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            state = stack.up(settings, workers=workers, timeout_s=timeout, progress=progress)
+        bar.update(1)
     if as_json:
         from dataclasses import asdict
 

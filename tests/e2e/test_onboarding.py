@@ -2,8 +2,8 @@
 
 The support-ticket example (examples/tickets: its own generated data and Feast repo, a
 plain scikit-learn regressor exported by skl2onnx with one [N, 4] input) goes through
-the README's commands, run as a user runs them: `python make_data.py`, `feast apply`,
-`feast materialize-incremental`, `python train.py`, `streamscore models init`,
+the README's commands, run as a user runs them: `python make_data.py`, `streamscore features apply`,
+`streamscore features materialize`, `python train.py`, `streamscore models init`,
 `models register`, a stock `streamscore worker` configured by settings, `/ready`,
 `produce --file`, `tail predictions`. Every prediction is then checked against offline
 ONNX Runtime on the online features Feast serves for the same entities. It reuses the
@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +40,8 @@ INIT = (
 README_COMMANDS = [
     "cp -r examples/tickets ~/tickets && cd ~/tickets",
     "python make_data.py",
-    "feast apply",
-    "feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)",
+    "streamscore features apply --repo feature_repo",
+    "streamscore features materialize --repo feature_repo",
     "python train.py",
     INIT,
     "streamscore models register --onnx model.onnx --manifest manifest.json",
@@ -86,9 +85,8 @@ def test_a_new_use_case_from_the_readme_alone(root: Path, tmp_path: Path) -> Non
         return result.stdout
 
     run("python", "make_data.py")
-    run("feast", "apply", cwd=work / "feature_repo")
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    run("feast", "materialize-incremental", now, cwd=work / "feature_repo")
+    run("streamscore", "features", "apply", "--repo", "feature_repo")
+    run("streamscore", "features", "materialize", "--repo", "feature_repo")
     run("python", "train.py")
     run(
         "streamscore", "models", "init", "model.onnx", "--name", "tickets",

@@ -21,7 +21,7 @@ import pytest
 from models.registry import ModelRegistry
 from models.rollout import RolloutState
 from streams import stack
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import decode
 from streams.control import publish_state, wait_for_acks
 from streams.kafka import committed_lag, reader

@@ -20,7 +20,7 @@ from features.store import open_store
 from models.registry import ModelRegistry
 from streams import stack
 from streams.audit import read_topic
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import decode
 from streams.online_store import online_store_config
 from streams.settings import Settings

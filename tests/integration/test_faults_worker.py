@@ -22,7 +22,7 @@ from datetime import datetime
 import pytest
 
 from streams import stack
-from streams.cli import produce_records
+from streams.cli.produce import produce_records
 from streams.codec import decode
 from streams.settings import Settings
 from tests.integration.faults import (

@@ -192,11 +192,13 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
     an acked topic: what lets the strict head rule pass offsets that hold no record."""
     seeks = self.__dict__.get("_streamscore_seeks", 0)
     records, active = await _original_wait_next_records(self, timeout)
+    if records and active is not None:
+        await _refetch_inactive(self, records, active)
     if records and self.__dict__.get("_streamscore_seeks", 0) == seeks:
         acking = self.app.topics.acks_enabled_for
         expected = _expected_fetch(self)
         for tp, batch in records.items():
-            if not batch or not acking(tp.topic):
+            if not batch or not acking(tp.topic) or tp not in active_or_buffered(self, active):
                 continue
             tp = faust_consumer.ensure_TP(tp)
             gaps, following = fetch_gaps(
@@ -209,6 +211,29 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
             if gaps:
                 self._gap[tp].merge_overlaps()
     return records, active
+
+
+def active_or_buffered(consumer: Any, active: Any) -> Any:
+    return active if active is None else active | consumer._buffered_partitions
+
+
+async def _refetch_inactive(consumer: Any, records: Mapping[Any, Any], active: Any) -> None:
+    """Seek back partitions whose fetched records ``getmany`` is about to skip.
+
+    ``Consumer.getmany`` yields only the records of partitions that were active when the
+    fetch began; the rest are dropped while the fetch position has moved past them. In
+    the window of a recovery where the stream partitions are resumed and sought before
+    Faust marks them active, a record dropped there was never read again: found by the
+    feedback-worker SIGKILL row (a label at the committed offset of its partition never
+    joined; the strict commit rule held the offset, so it stalled rather than vanished).
+    """
+    acking = consumer.app.topics.acks_enabled_for
+    wanted = active_or_buffered(consumer, active)
+    for tp, batch in records.items():
+        if batch and tp not in wanted and acking(tp.topic):
+            offset = batch[0].offset
+            await consumer.seek(tp, offset)
+            _expected_fetch(consumer)[faust_consumer.ensure_TP(tp)] = offset
 
 
 async def _add_gap(self: Any, tp: TP, offset_from: int, offset_to: int) -> None:

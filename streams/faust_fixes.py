@@ -36,8 +36,15 @@ yet during recovery, a generation change) also looks like a hole, so its offset 
 committed with no outcome. Here gaps come from what the broker *returned*
 (:func:`fetch_gaps` over each fetch of ``_wait_next_records``, per partition, from the
 position of the last seek): only offsets the fetch stepped over are gaps, never records
-Faust dropped; Faust's own ``_add_gap`` is switched off. Remove this module once
-faust-streaming ships a fix; the integration tests will say.
+Faust dropped; Faust's own ``_add_gap`` is switched off.
+
+And ``getmany`` drops the fetched records of a partition that is not active yet (the
+fetch position has moved past them): in the recovery window where stream partitions are
+resumed and sought before Faust marks them active, such a record was never read again
+(a label of the feedback-worker SIGKILL row never joined; with the rules above its
+partition stalled at it instead of committing past it). :func:`_refetch_inactive` seeks
+such partitions back to their first fetched record. Remove this module once
+faust-streaming ships fixes; the integration tests will say.
 """
 
 from __future__ import annotations

@@ -239,6 +239,7 @@ async def _refetch_inactive(consumer: Any, records: Mapping[Any, Any], active: A
     for tp, batch in records.items():
         if batch and tp not in wanted and acking(tp.topic):
             offset = batch[0].offset
+            log.info("%s: fetched before it was active; reading it again from %d", tp, offset)
             await consumer.seek(tp, offset)
             _expected_fetch(consumer)[faust_consumer.ensure_TP(tp)] = offset
 

@@ -36,8 +36,15 @@ yet during recovery, a generation change) also looks like a hole, so its offset 
 committed with no outcome. Here gaps come from what the broker *returned*
 (:func:`fetch_gaps` over each fetch of ``_wait_next_records``, per partition, from the
 position of the last seek): only offsets the fetch stepped over are gaps, never records
-Faust dropped; Faust's own ``_add_gap`` is switched off. Remove this module once
-faust-streaming ships a fix; the integration tests will say.
+Faust dropped; Faust's own ``_add_gap`` is switched off.
+
+And ``getmany`` drops the fetched records of a partition that is not active yet (the
+fetch position has moved past them): in the recovery window where stream partitions are
+resumed and sought before Faust marks them active, such a record was never read again
+(a label of the feedback-worker SIGKILL row never joined; with the rules above its
+partition stalled at it instead of committing past it). :func:`_refetch_inactive` seeks
+such partitions back to their first fetched record. Remove this module once
+faust-streaming ships fixes; the integration tests will say.
 """
 
 from __future__ import annotations
@@ -156,8 +163,38 @@ async def _seek_to_committed(self: Any) -> Mapping[Any, int | None]:
     return await self.call_thread(_seek_explicitly, self._ensure_consumer(), acking)
 
 
+#: How many times :func:`_perform_seek` seeks again when a fetch completed meanwhile.
+SEEK_ATTEMPTS = 3
+
+
+def _count(consumer: Any, name: str) -> int:
+    return int(consumer.__dict__.get(name, 0))
+
+
+def _bump(consumer: Any, name: str) -> None:
+    consumer.__dict__[name] = _count(consumer, name) + 1
+
+
 async def _perform_seek(self: Any) -> None:
-    committed = await self.seek_to_committed()
+    """Seek to the committed offsets, again if a fetch completed during the seek.
+
+    The seek runs in the consumer thread while the fetcher keeps fetching, and the read
+    offsets are updated only after it: a fetch that completed in between brought the
+    records from the committed offset on, and ``_drain_messages`` dropped them (below the
+    stale read offset) while the fetch position moved past them. Found by the
+    feedback-worker SIGKILL row: labels forwarded during the restarted worker's recovery
+    never joined (61 and 81 of 600 in two runs). Seeking again re-reads them; if fetches
+    keep racing, the head offsets are left unknown (no gap is assumed), so the strict
+    commit rule waits rather than commits past them.
+    """
+    _bump(self, "_streamscore_seeks")  # fetches in flight now say nothing about holes
+    for _ in range(SEEK_ATTEMPTS):
+        fetches = _count(self, "_streamscore_fetches")
+        committed = await self.seek_to_committed()
+        raced = _count(self, "_streamscore_fetches") != fetches
+        if not raced:
+            break
+        log.info("a fetch completed during the seek to committed offsets: seeking again")
     self._read_offset.update(
         {
             tp: offset if offset is not None and offset >= 0 else None
@@ -173,12 +210,10 @@ async def _perform_seek(self: Any) -> None:
         }
     )
     expected = _expected_fetch(self)
-    # A fetch already under way started from the old positions: its records say nothing
-    # about holes from the new ones (see _wait_next_records).
-    self.__dict__["_streamscore_seeks"] = self.__dict__.get("_streamscore_seeks", 0) + 1
+    _bump(self, "_streamscore_seeks")
     for tp, offset in committed.items():
         tp = faust_consumer.ensure_TP(tp)
-        if offset is not None and offset >= 0 and acking(tp.topic):
+        if offset is not None and offset >= 0 and acking(tp.topic) and not raced:
             expected[tp] = offset
         else:
             expected.pop(tp, None)
@@ -190,13 +225,17 @@ _original_wait_next_records = faust_consumer.Consumer._wait_next_records
 async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
     """Faust's fetch, then the gaps the broker's records stepped over, per partition of
     an acked topic: what lets the strict head rule pass offsets that hold no record."""
-    seeks = self.__dict__.get("_streamscore_seeks", 0)
+    seeks = _count(self, "_streamscore_seeks")
     records, active = await _original_wait_next_records(self, timeout)
-    if records and self.__dict__.get("_streamscore_seeks", 0) == seeks:
+    if records:
+        _bump(self, "_streamscore_fetches")
+    if records and active is not None:
+        await _refetch_inactive(self, records, active)
+    if records and _count(self, "_streamscore_seeks") == seeks:
         acking = self.app.topics.acks_enabled_for
         expected = _expected_fetch(self)
         for tp, batch in records.items():
-            if not batch or not acking(tp.topic):
+            if not batch or not acking(tp.topic) or tp not in active_or_buffered(self, active):
                 continue
             tp = faust_consumer.ensure_TP(tp)
             gaps, following = fetch_gaps(
@@ -209,6 +248,30 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
             if gaps:
                 self._gap[tp].merge_overlaps()
     return records, active
+
+
+def active_or_buffered(consumer: Any, active: Any) -> Any:
+    return active if active is None else active | consumer._buffered_partitions
+
+
+async def _refetch_inactive(consumer: Any, records: Mapping[Any, Any], active: Any) -> None:
+    """Seek back partitions whose fetched records ``getmany`` is about to skip.
+
+    ``Consumer.getmany`` yields only the records of partitions that were active when the
+    fetch began; the rest are dropped while the fetch position has moved past them. In
+    the window of a recovery where the stream partitions are resumed and sought before
+    Faust marks them active, a record dropped there was never read again: found by the
+    feedback-worker SIGKILL row (a label at the committed offset of its partition never
+    joined; the strict commit rule held the offset, so it stalled rather than vanished).
+    """
+    acking = consumer.app.topics.acks_enabled_for
+    wanted = active_or_buffered(consumer, active)
+    for tp, batch in records.items():
+        if batch and tp not in wanted and acking(tp.topic):
+            offset = batch[0].offset
+            log.info("%s: fetched before it was active; reading it again from %d", tp, offset)
+            await consumer.seek(tp, offset)
+            _expected_fetch(consumer)[faust_consumer.ensure_TP(tp)] = offset
 
 
 async def _add_gap(self: Any, tp: TP, offset_from: int, offset_to: int) -> None:

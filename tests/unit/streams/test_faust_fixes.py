@@ -68,3 +68,30 @@ def test_the_patches_are_in_place_once_an_app_is_made() -> None:
     assert consumer.Consumer._new_offset is faust_fixes._new_offset
     assert consumer.Consumer._wait_next_records is faust_fixes._wait_next_records
     assert consumer.Consumer._add_gap is faust_fixes._add_gap
+
+
+async def test_records_getmany_would_skip_are_fetched_again() -> None:
+    """A partition not active yet when its records arrive (Faust's recovery) is sought
+    back to its first fetched record, so the records are read again once it is active."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.faust_fixes import _refetch_inactive
+
+    sought: list[tuple[TP, int]] = []
+
+    class Consumer:
+        _buffered_partitions: set[TP] = set()
+        app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+
+        async def seek(self, tp: TP, offset: int) -> None:
+            sought.append((tp, offset))
+
+    active, late = TP("labels", 1), TP("labels", 0)
+    records = {
+        active: [SimpleNamespace(offset=7)],
+        late: [SimpleNamespace(offset=115), SimpleNamespace(offset=116)],
+    }
+    await _refetch_inactive(Consumer(), records, {active})
+    assert sought == [(late, 115)]

@@ -102,7 +102,12 @@ class SecureBroker:
 
 
 # README principal -> SCRAM user of this test
-PRINCIPALS = {"scoring worker": "scoring", "feedback worker": "feedback", "CLI": "operator"}
+PRINCIPALS = {
+    "scoring worker": "scoring",
+    "feedback worker": "feedback",
+    "feature worker": "features",
+    "CLI": "operator",
+}
 
 
 def readme_acls(settings: Settings) -> list[tuple[str, ...]]:

@@ -13,7 +13,9 @@ a cached value stale for at most the cache TTL, the bound the cache always had.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,9 @@ from streams.kafka import reader
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+METADATA_WAIT_S = 10.0
+"""How long start-up waits for ``feature-updates``' partitions to show in the metadata."""
 
 
 def update_record(view: StreamingView, entities: Sequence[str]) -> tuple[bytes, bytes]:
@@ -47,6 +52,16 @@ def parse_update(value: bytes | None) -> list[dict[str, Any]]:
         return []
 
 
+class FeatureUpdatesUnreadable(RuntimeError):
+    """The scoring worker cannot read ``feature-updates``: fail at start-up, not hang."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"topic {topic} has no partitions this worker may see: it does not exist, or the "
+            "worker's principal lacks Describe and Read on it (README, Security: ACL table)"
+        )
+
+
 class FeatureUpdatesFollower:
     """Reads ``feature-updates`` from its end and invalidates the written entities."""
 
@@ -59,8 +74,16 @@ class FeatureUpdatesFollower:
         self._consumer = reader(self.settings)
         await self._consumer.start()
         topic = self.settings.topic("feature_updates")
-        await self._consumer.topics()  # loads cluster metadata, so the partitions are known
-        partitions = self._consumer.partitions_for_topic(topic) or {0}
+        # Cluster metadata, so the partitions are known; a topic created a moment ago may
+        # need a second look. Unauthorized topics have none, and positions would wait forever.
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while not (partitions := self._consumer.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise FeatureUpdatesUnreadable(topic)
+            await self._consumer.topics()
+            if not self._consumer.partitions_for_topic(topic):
+                await asyncio.sleep(0.5)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)

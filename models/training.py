@@ -12,7 +12,7 @@ Deterministic: the same data, seed and code give the same model and metrics.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -282,6 +282,10 @@ def _frame_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+TRAIN_STEPS = ("training set", "fit", "export and check", "register")
+"""What :func:`train_model` reports through ``progress``, in order (one call as each begins)."""
+
+
 def train_model(
     store: FeatureStore,
     data: OfflineData | Path,
@@ -289,11 +293,14 @@ def train_model(
     name: str = "fraud",
     seed: int = 7,
     config: TrainingConfig | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ModelManifest:
     """Train on point-in-time features, check the ONNX export, register a new version.
 
-    ``data`` is the ``OfflineData`` of the generator or the directory it wrote to.
+    ``data`` is the ``OfflineData`` of the generator or the directory it wrote to;
+    ``progress`` hears each of :data:`TRAIN_STEPS` as it begins.
     """
+    step = progress or (lambda _: None)
     config = config or TrainingConfig()
     if isinstance(data, Path):
         data = offline_data_from_dir(data)
@@ -309,6 +316,7 @@ def train_model(
     if tx.empty:
         raise ModelError(f"no transactions to train {name!r} on in {data.transactions}")
     refs, dtypes = _feature_service_refs(store, config.feature_service)
+    step(TRAIN_STEPS[0])
     frame = _training_frame(store, _select_rows(tx, config, seed), config.feature_service)
 
     is_test = frame["is_holdout"].to_numpy()
@@ -349,12 +357,14 @@ def train_model(
         ]
     )
     train_x, test_x = matrix.loc[~is_test], matrix.loc[is_test]
+    step(TRAIN_STEPS[1])
     # One OpenMP thread: on a busy 2-core box HistGradientBoosting's spinning
     # threads slow the fit down by an order of magnitude, and the model is small.
     with threadpool_limits(limits=config.threads):
         pipeline.fit(train_x, y[~is_test], classifier__sample_weight=weights[~is_test])
         sk_scores = pipeline.predict_proba(test_x)[:, 1]
 
+    step(TRAIN_STEPS[2])
     initial_types: list[tuple[str, Any]] = [
         (
             i.name,
@@ -447,6 +457,7 @@ def train_model(
         ),
     }
     _check_onnx_matches(onnx_bytes, fields, _onnx_columns(test_x, inputs), sk_scores, config)
+    step(TRAIN_STEPS[3])
     return registry.register(name, onnx_bytes, **fields)
 
 

@@ -83,8 +83,10 @@ def train(
     name: str, seed: int, max_iter: int | None, feature_service: str | None, **options: Any
 ) -> int:
     """Point-in-time training set from Feast, train, register a candidate."""
+    from tqdm import tqdm
+
     from features.store import open_store
-    from models.training import TrainingConfig, train_model
+    from models.training import TRAIN_STEPS, TrainingConfig, train_model
     from streams.lifecycle import registry_of
     from streams.online_store import online_store_config
 
@@ -97,7 +99,24 @@ def train(
         config = replace(config, max_iter=max_iter)
     if feature_service:
         config = replace(config, feature_service=feature_service)
-    manifest = train_model(store, settings.data_dir, registry, name=name, seed=seed, config=config)
+    # A bar over the training steps on a terminal (disable=None: off when not a TTY).
+    with tqdm(total=len(TRAIN_STEPS), desc="train", unit="step", disable=None) as bar:
+
+        def progress(step: str) -> None:
+            if step != TRAIN_STEPS[0]:
+                bar.update(1)
+            bar.set_description(f"train: {step}")
+
+        manifest = train_model(
+            store,
+            settings.data_dir,
+            registry,
+            name=name,
+            seed=seed,
+            config=config,
+            progress=progress,
+        )
+        bar.update(1)
     state = "champion" if registry.champion(name) == manifest.version else "candidate"
     click.echo(
         f"registered {manifest.name} v{manifest.version} as {state}: "

@@ -15,7 +15,7 @@ from features.online import FeastOnlineSource
 from features.store import OnlineStoreConfig, apply_repo, open_store
 from models.assembly import assemble_inputs, entity_rows
 from models.registry import ModelRegistry
-from models.training import TrainingConfig, bootstrap_example, train_model
+from models.training import TRAIN_STEPS, TrainingConfig, bootstrap_example, train_model
 
 REPO = Path(__file__).resolve().parents[3] / "feature_repo"
 END = datetime(2026, 1, 1, tzinfo=UTC)
@@ -43,7 +43,9 @@ def test_training_is_reproducible_and_registers_versions(
     store = open_store(repo, OnlineStoreConfig())
     registry = ModelRegistry(tmp_path / "registry")
     quick = TrainingConfig(max_iter=60)
-    first = train_model(store, data, registry, seed=7, config=quick)
+    steps: list[str] = []
+    first = train_model(store, data, registry, seed=7, config=quick, progress=steps.append)
+    assert steps == list(TRAIN_STEPS)  # what `streamscore train`'s progress bar shows
     second = train_model(store, repo / "data", registry, seed=7, config=quick)
     assert (first.version, second.version) == ("1", "2")
     assert first.metrics == second.metrics

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from features.aggregates import StreamingView
 from features.online import FeastOnlineSource
@@ -71,21 +71,22 @@ class FeatureUpdatesFollower:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._consumer = reader(self.settings)
-        await self._consumer.start()
         topic = self.settings.topic("feature_updates")
-        # Cluster metadata, so the partitions are known; a topic created a moment ago may
-        # need a second look. Unauthorized topics have none, and positions would wait forever.
+        # A group-less consumer named with the topic is assigned all of its partitions once
+        # its metadata arrives. A topic this principal may not read is refused, or never
+        # assigned: fail here, naming the topic and the ACL, not hang without /ready.
+        self._consumer = reader(self.settings, topic)
+        try:
+            await self._consumer.start()
+        except TopicAuthorizationFailedError as exc:
+            await self.stop()
+            raise FeatureUpdatesUnreadable(topic) from exc
         deadline = time.monotonic() + METADATA_WAIT_S
-        while not (partitions := self._consumer.partitions_for_topic(topic)):
+        while not (tps := sorted(self._consumer.assignment(), key=lambda tp: tp.partition)):
             if time.monotonic() > deadline:
                 await self.stop()
                 raise FeatureUpdatesUnreadable(topic)
-            await self._consumer.topics()
-            if not self._consumer.partitions_for_topic(topic):
-                await asyncio.sleep(0.5)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
+            await asyncio.sleep(0.2)
         await self._consumer.seek_to_end(*tps)
         # Resolve the end positions now, not lazily at the first fetch, or a write that
         # lands between start() and that fetch would be skipped.

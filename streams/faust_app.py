@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -77,6 +78,11 @@ def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False
         partitions=partitions,
         internal=internal,
     )
+
+
+def ready_file(settings: Settings, pid: int | None = None) -> Path:
+    """The file a worker of any role writes once ready (``up`` and the tests watch it)."""
+    return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
 def mark_ready_on_rebalance(

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -56,7 +55,13 @@ from streams import metrics
 from streams.codec import decode, decode_event, encode
 from streams.contract import validate_with_schema
 from streams.errors import ContractViolation, PipelineError
-from streams.faust_app import make_app, mark_ready_on_rebalance, raw_topic, run_worker_app
+from streams.faust_app import (
+    make_app,
+    mark_ready_on_rebalance,
+    raw_topic,
+    ready_file,
+    run_worker_app,
+)
 from streams.feature_updates import update_record
 from streams.health import Health
 from streams.kafka import ensure_topics, wait_for_broker
@@ -334,10 +339,6 @@ def build_features_app(
     register_lag_monitor(app)
     mark_ready_on_rebalance(app, ready, health)
     return app
-
-
-def ready_file(settings: Settings, pid: int | None = None) -> Path:
-    return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
 async def _prepare(settings: Settings) -> tuple[list[StreamingView], FeastPushWriter]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import time
-from pathlib import Path
 
 from features.catalog import check_references
 from features.freshness import parse_max_age
@@ -28,7 +26,7 @@ from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
 from streams.app import build_app
 from streams.control import ControlFollower
-from streams.faust_app import run_worker_app
+from streams.faust_app import ready_file, run_worker_app
 from streams.feature_updates import FeatureUpdatesFollower
 from streams.health import Check, Health
 from streams.kafka import ensure_topics, wait_for_broker
@@ -52,10 +50,6 @@ def load_champion(settings: Settings) -> LoadedModel:
     if version is None:
         raise ModelNotFound(settings.model_name, "champion")
     return registry.load(settings.model_name, version)
-
-
-def ready_file(settings: Settings, pid: int | None = None) -> Path:
-    return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
 def initial_routing(settings: Settings) -> RoutingTable:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 import faust
 
-from streams.faust_app import make_app, mark_ready_on_rebalance, run_worker_app
+from streams.faust_app import make_app, mark_ready_on_rebalance, ready_file, run_worker_app
 from streams.health import Health
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.feedback import register_feedback
@@ -27,10 +26,6 @@ from streams.monitoring.monitor import register_lag_monitor
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def ready_file(settings: Settings, pid: int | None = None) -> Path:
-    return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
 
 
 def build_feedback_app(

@@ -33,7 +33,7 @@ from models.rollout import RolloutState
 from models.routing import RoutingTable, ServingModel, build_routing
 from streams import metrics
 from streams.codec import decode, encode
-from streams.kafka import producer, reader
+from streams.kafka import follow, producer, reader
 from streams.pipeline import ScoringPipeline
 from streams.settings import Settings
 
@@ -74,20 +74,16 @@ async def publish_state(settings: Settings, state: RolloutState) -> None:
 
 async def read_control(settings: Settings) -> dict[str, RolloutState]:
     """The latest state per model on ``control`` (group-less, from the beginning to the end)."""
-    consumer = reader(settings)
-    await consumer.start()
+    consumer, tps = await follow(settings, settings.topic("control"), from_end=False)
     try:
-        return await _read_to_end(consumer, settings.topic("control"))
+        return await _read_to_end(consumer, tps)
     finally:
         await consumer.stop()
 
 
-async def _read_to_end(consumer: AIOKafkaConsumer, topic: str) -> dict[str, RolloutState]:
-    await consumer.topics()  # loads cluster metadata, so the partitions are known
-    partitions = consumer.partitions_for_topic(topic) or {0}
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
+async def _read_to_end(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+) -> dict[str, RolloutState]:
     ends = await consumer.end_offsets(tps)
     latest: dict[str, RolloutState] = {}
 
@@ -211,9 +207,10 @@ class ControlFollower:
         """Read ``control`` to its end and apply the latest state: a restart recovers it."""
         self._producer = producer(self.settings)
         await self._producer.start()
-        self._consumer = reader(self.settings)
-        await self._consumer.start()
-        latest = await _read_to_end(self._consumer, self.settings.topic("control"))
+        self._consumer, tps = await follow(
+            self.settings, self.settings.topic("control"), from_end=False
+        )
+        latest = await _read_to_end(self._consumer, tps)
         if self.model in latest:
             await self.apply(latest[self.model])
         else:

@@ -13,26 +13,20 @@ a cached value stale for at most the cache TTL, the bound the cache always had.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import TopicAuthorizationFailedError
 
 from features.aggregates import StreamingView
 from features.online import FeastOnlineSource
 from streams import metrics
 from streams.codec import decode, encode
-from streams.kafka import reader
+from streams.kafka import follow
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-METADATA_WAIT_S = 10.0
-"""How long start-up waits for ``feature-updates``' partitions to show in the metadata."""
 
 
 def update_record(view: StreamingView, entities: Sequence[str]) -> tuple[bytes, bytes]:
@@ -52,16 +46,6 @@ def parse_update(value: bytes | None) -> list[dict[str, Any]]:
         return []
 
 
-class FeatureUpdatesUnreadable(RuntimeError):
-    """The scoring worker cannot read ``feature-updates``: fail at start-up, not hang."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__(
-            f"topic {topic} has no partitions this worker may see: it does not exist, or the "
-            "worker's principal lacks Describe and Read on it (README, Security: ACL table)"
-        )
-
-
 class FeatureUpdatesFollower:
     """Reads ``feature-updates`` from its end and invalidates the written entities."""
 
@@ -71,27 +55,10 @@ class FeatureUpdatesFollower:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        topic = self.settings.topic("feature_updates")
-        # A group-less consumer named with the topic is assigned all of its partitions once
-        # its metadata arrives. A topic this principal may not read is refused, or never
-        # assigned: fail here, naming the topic and the ACL, not hang without /ready.
-        self._consumer = reader(self.settings, topic)
-        try:
-            await self._consumer.start()
-        except TopicAuthorizationFailedError as exc:
-            await self.stop()
-            raise FeatureUpdatesUnreadable(topic) from exc
-        deadline = time.monotonic() + METADATA_WAIT_S
-        while not (tps := sorted(self._consumer.assignment(), key=lambda tp: tp.partition)):
-            if time.monotonic() > deadline:
-                await self.stop()
-                raise FeatureUpdatesUnreadable(topic)
-            await asyncio.sleep(0.2)
-        await self._consumer.seek_to_end(*tps)
-        # Resolve the end positions now, not lazily at the first fetch, or a write that
-        # lands between start() and that fetch would be skipped.
-        for tp in tps:
-            await self._consumer.position(tp)
+        # From the end: at start-up the cache is empty, nothing older can be stale in it.
+        self._consumer, _ = await follow(
+            self.settings, self.settings.topic("feature_updates"), from_end=True
+        )
 
     async def follow(self) -> None:
         """Invalidate until cancelled."""

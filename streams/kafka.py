@@ -27,9 +27,10 @@ from aiokafka.errors import (
     KafkaError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     UnsupportedSaslMechanismError,
 )
-from aiokafka.structs import RecordMetadata
+from aiokafka.structs import RecordMetadata, TopicPartition
 from pydantic import SecretStr
 
 from streams.settings import Settings
@@ -304,6 +305,53 @@ async def committed_lag(settings: Settings, group: str, topic: str) -> dict[int,
             ends[tp] - done.offset if done is not None and done.offset >= 0 else None
         )
     return lag
+
+
+FOLLOW_METADATA_WAIT_S = 10.0
+"""How long :func:`follow` waits for a topic's partitions to show in the metadata."""
+
+
+class TopicUnreadable(RuntimeError):
+    """A topic every worker must follow cannot be read: fail at start-up, not hang."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"topic {topic} has no partitions this worker may see: it does not exist, or the "
+            "worker's principal lacks Describe and Read on it (README, Security: ACL table)"
+        )
+
+
+async def follow(
+    settings: Settings, topic: str, *, from_end: bool
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started group-less consumer holding every partition of ``topic`` (for readers
+    every worker needs whole, like ``control`` and ``feature-updates``), positioned at
+    the beginning or, with ``from_end``, at the end, resolved now: a record written after
+    this returns is read. Raises :class:`TopicUnreadable` naming the topic and the ACL.
+
+    A consumer named with the topic is assigned all of its partitions once its metadata
+    arrives (``topics()`` would fetch metadata into a new object, not the client's).
+    """
+    # The start comes from the reset strategy, not from a seek_to_*() after start: aiokafka
+    # 0.14 applies the answer of a reset already in flight (the default, earliest) to a
+    # seek_to_end() made meanwhile, so the follower would replay the topic.
+    consumer = reader(settings, topic, auto_offset_reset="latest" if from_end else "earliest")
+    try:
+        await consumer.start()
+    except TopicAuthorizationFailedError as exc:
+        await consumer.stop()
+        raise TopicUnreadable(topic) from exc
+    deadline = time.monotonic() + FOLLOW_METADATA_WAIT_S
+    while not (tps := sorted(consumer.assignment(), key=lambda tp: tp.partition)):
+        if time.monotonic() > deadline:
+            await consumer.stop()
+            raise TopicUnreadable(topic)
+        await asyncio.sleep(0.2)
+    # Resolve the positions now, not lazily at the first fetch, or a record that lands
+    # between here and that fetch would be skipped (from the end) or counted twice.
+    for tp in tps:
+        await consumer.position(tp)
+    return consumer, tps
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

@@ -2,8 +2,8 @@
 
 In: :class:`Settings` and an app id (the consumer group). Out: a configured
 ``faust.App`` (with the offset fixes of :mod:`streams.faust_fixes` applied), raw-bytes
-topics, and a readiness hook. Used by the scoring worker (:mod:`streams.app`) and the
-feedback worker (:mod:`streams.monitoring.runner`).
+topics, and a readiness hook. Used by every worker role: scoring (:mod:`streams.app`), feedback
+(:mod:`streams.monitoring.runner`) and features (:mod:`streams.features_worker`).
 """
 
 from __future__ import annotations
@@ -83,6 +83,22 @@ def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False
 def ready_file(settings: Settings, pid: int | None = None) -> Path:
     """The file a worker of any role writes once ready (``up`` and the tests watch it)."""
     return settings.home / "run" / f"worker-{pid or os.getpid()}.ready"
+
+
+def worker_start(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Path]:
+    """What every worker role does first: its log lines at ``log_level`` (the CLI set
+    WARNING already; start-up lines must show), its own event loop, and its ready file,
+    removed until this process is ready. Returns ``(loop, ready_file)``."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    ready = ready_file(settings)
+    ready.unlink(missing_ok=True)
+    return loop, ready
 
 
 def mark_ready_on_rebalance(

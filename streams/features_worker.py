@@ -59,8 +59,8 @@ from streams.faust_app import (
     make_app,
     mark_ready_on_rebalance,
     raw_topic,
-    ready_file,
     run_worker_app,
+    worker_start,
 )
 from streams.feature_updates import update_record
 from streams.health import Health
@@ -364,16 +364,8 @@ async def _prepare(settings: Settings) -> tuple[list[StreamingView], FeastPushWr
 def run_features_worker(settings: Settings) -> None:
     """Prepare (fail fast on a repo whose streaming views cannot be computed), then hand
     the loop to Faust until stopped."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop, ready = worker_start(settings)
     views, writer = loop.run_until_complete(_prepare(settings))
-    ready = ready_file(settings)
-    ready.unlink(missing_ok=True)
     health = Health("features")  # ready: partitions assigned, recovery over
     app = build_features_app(settings, views, writer, ready, health)
     try:

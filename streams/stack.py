@@ -246,7 +246,7 @@ def worker_readiness(settings: Settings, worker: dict[str, Any]) -> dict[str, An
 
     url = worker_url(settings, worker, "ready")
     if url is None:
-        from streams.worker import ready_file
+        from streams.faust_app import ready_file
 
         ready = ready_file(settings, worker["pid"]).exists()
         return {"ready": ready, "checks": {"ready_file": {"ok": ready, "detail": "no HTTP port"}}}

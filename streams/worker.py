@@ -12,7 +12,6 @@ control follower, until SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -26,7 +25,7 @@ from models.rollout import RolloutState
 from models.routing import RoutingTable, build_routing
 from streams.app import build_app
 from streams.control import ControlFollower
-from streams.faust_app import ready_file, run_worker_app
+from streams.faust_app import run_worker_app, worker_start
 from streams.feature_updates import FeatureUpdatesFollower
 from streams.health import Check, Health
 from streams.kafka import ensure_topics, wait_for_broker
@@ -176,16 +175,8 @@ async def _prepare(
 
 def run_worker(settings: Settings) -> None:
     """Prepare (fail fast), then hand the loop to Faust until stopped."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,  # the CLI configured WARNING already; start-up lines must show
-    )
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop, ready = worker_start(settings)
     pipeline, follower, updates, health = loop.run_until_complete(_prepare(settings))
-    ready = ready_file(settings)
-    ready.unlink(missing_ok=True)
     app = build_app(
         settings,
         pipeline,

@@ -458,7 +458,7 @@ class Run:
         """Every worker process has completed a rebalance (its ready file, as ``up``
         waits for it): N workers share the partitions before the load starts, rather
         than rebalancing in the middle of it."""
-        from streams.worker import ready_file
+        from streams.faust_app import ready_file
 
         assert self.procs is not None
         files = [ready_file(self.settings, p.pid) for p in self.procs.procs]

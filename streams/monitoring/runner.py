@@ -12,13 +12,12 @@ scoring worker's, so ``streamscore up`` waits for either the same way).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
 import faust
 
-from streams.faust_app import make_app, mark_ready_on_rebalance, ready_file, run_worker_app
+from streams.faust_app import make_app, mark_ready_on_rebalance, run_worker_app, worker_start
 from streams.health import Health
 from streams.kafka import ensure_topics, wait_for_broker
 from streams.monitoring.feedback import register_feedback
@@ -46,17 +45,9 @@ def build_feedback_app(
 
 def run_feedback_worker(settings: Settings) -> None:
     """Wait for the broker and the topics, then hand the loop to Faust until stopped."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,  # the CLI configured WARNING already; start-up lines must show
-    )
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop, ready = worker_start(settings)
     loop.run_until_complete(wait_for_broker(settings, timeout_s=30))
     loop.run_until_complete(ensure_topics(settings))
-    ready = ready_file(settings)
-    ready.unlink(missing_ok=True)
     health = Health("feedback")  # ready: partitions assigned, recovery over
     app = build_feedback_app(settings, ready, health)
     run_worker_app(settings, app, loop, health, ready)

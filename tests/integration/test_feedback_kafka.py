@@ -26,8 +26,8 @@ from features.fraud_data import demo_events, load_entities
 from streams import stack
 from streams.cli.produce import produce_records
 from streams.codec import decode, encode
+from streams.faust_app import ready_file
 from streams.kafka import producer, reader
-from streams.monitoring.runner import ready_file
 from streams.settings import Settings
 from tests.conftest import free_port
 

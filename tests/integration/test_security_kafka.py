@@ -258,8 +258,22 @@ async def test_workers_and_cli_run_over_sasl_ssl(
             break
         await asyncio.sleep(0.5)
     assert row.get("txn_count_24h") == 3, row
+    # ... and it told the scoring workers which entities it wrote (its Write on
+    # feature-updates), after the write.
+    consumer = reader(admin, admin.topic("feature-updates"))
+    await consumer.start()
+    announced = False
+    try:
+        while not announced and time.monotonic() < deadline + 90:
+            batch = await consumer.getmany(timeout_ms=1000)
+            announced = any(
+                user.encode() in record.value for records in batch.values() for record in records
+            )
+    finally:
+        await consumer.stop()
+    assert announced, f"no feature-updates record names {user}"
     feature_log = await asyncio.to_thread(Path(workers[-1]["log"]).read_text)
-    assert "Authorization" not in feature_log and "authorization" not in feature_log
+    assert "authorization" not in feature_log.lower(), feature_log[-2000:]
     # No password in the workers' logs or in `status --json`.
     status = cli(settings, "status", "--json")
     outputs = [status.stdout, status.stderr]

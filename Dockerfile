@@ -32,8 +32,10 @@ RUN pip install --no-deps -c requirements.lock . \
     && rm -rf build *.egg-info
 
 # Run unprivileged; /data holds the registry and local state (a volume in compose).
+# /app/feature_repo/data exists (owned by the user) so that the compose volume mounted
+# there starts writable: Docker copies a mount point's ownership into a new volume.
 RUN useradd --create-home --uid 10001 streamscore \
-    && mkdir -p /data \
+    && mkdir -p /data /app/feature_repo/data \
     && chown -R streamscore:streamscore /data /app
 USER streamscore
 VOLUME ["/data"]

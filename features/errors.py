@@ -14,6 +14,7 @@ __all__ = [
     "UnknownFeatureError",
     "FeatureStoreUnavailable",
     "FeatureReferenceError",
+    "OfflineFileBusy",
 ]
 
 
@@ -65,3 +66,22 @@ class FeatureReferenceError(FeatureError):
         for ref, wanted, declared in self.mistyped:
             parts.append(f"{ref} is {declared} in Feast but the model reads it as {wanted}")
         super().__init__("feature reference(s) refused: " + "; ".join(parts))
+
+
+class OfflineFileBusy(FeatureError):
+    """Another process writes a streaming view's offline file (the file offline store
+    rewrites the whole file per append, so a second writer would lose rows): not
+    retryable, the second writer must not run."""
+
+    retryable = False
+
+    def __init__(self, view: str, path: str, holder: str) -> None:
+        self.view = view
+        self.path = path
+        self.holder = holder
+        super().__init__(
+            f"the offline file of {view} ({path}) is already written by "
+            f"{holder or 'another process'}; "
+            "Feast's file offline store rewrites the whole file on every push and takes one "
+            "writer: run a single feature worker (and stop it before `features backfill`)"
+        )

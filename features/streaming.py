@@ -10,12 +10,23 @@ point-in-time) and each entity's newest row to the online store.
 Offline first, then online: a crash in between leaves a row offline that is pushed
 again after the restart (same values, newer ``created``: harmless to a point-in-time
 join), never an online value that training cannot see.
+
+One writer per offline file: Feast's file offline store appends by reading the whole
+parquet file and writing it back, so two writers lose each other's rows.
+:func:`hold_offline_files` takes an exclusive lock (``flock``, beside each file) for
+the writer's lifetime; a second feature worker, or a backfill while one runs, is
+refused with :class:`~features.errors.OfflineFileBusy`. ``flock`` holds across the
+processes and containers of one host (compose's shared volume); it is not a lock
+across hosts on a network filesystem.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,10 +38,18 @@ from feast import FeatureStore, PushSource
 from feast.data_source import PushMode
 
 from features.aggregates import StreamingView, batch_rows, parse_feature
-from features.errors import FeatureError, FeatureStoreUnavailable
+from features.errors import FeatureError, FeatureStoreUnavailable, OfflineFileBusy
 from features.store import describe_store, store_connection_errors
 
-__all__ = ["streaming_views", "FeastPushWriter", "retry_forever", "backfill"]
+__all__ = [
+    "streaming_views",
+    "FeastPushWriter",
+    "retry_forever",
+    "backfill",
+    "offline_file",
+    "hold_offline_files",
+    "OfflineFilesLock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +186,73 @@ async def retry_forever(
             delay = min(delay * 2, max_s)
 
 
+def offline_file(store: FeatureStore, view_name: str) -> Path | None:
+    """The local parquet file a view's push source appends to offline (None: not a file
+    of the file offline store, e.g. a warehouse table, which takes concurrent writers)."""
+    from feast import FileSource
+    from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+
+    if not isinstance(store.config.offline_store, DaskOfflineStoreConfig):
+        return None
+    source = store.get_feature_view(view_name).batch_source
+    if not isinstance(source, FileSource) or "://" in (source.path or ""):
+        return None
+    path = Path(source.path)
+    return path if path.is_absolute() else Path(store.repo_path) / path
+
+
+class OfflineFilesLock:
+    """Exclusive locks on offline files, held until :meth:`release` (or the process ends:
+    the kernel drops a dead holder's ``flock``, so a crash leaves nothing to clean up)."""
+
+    def __init__(self, fds: dict[Path, int]) -> None:
+        self._fds = fds
+
+    @property
+    def paths(self) -> list[Path]:
+        return sorted(self._fds)
+
+    def release(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)  # closing the descriptor drops its flock
+        self._fds = {}
+
+    def __enter__(self) -> OfflineFilesLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def hold_offline_files(
+    store: FeatureStore, view_names: Sequence[str], holder: str
+) -> OfflineFilesLock:
+    """Lock the offline file of each view for this process (``holder`` says who, for the
+    refusal a second writer sees); OfflineFileBusy names the view, file and holder."""
+    fds: dict[Path, int] = {}
+    try:
+        for name in view_names:
+            path = offline_file(store, name)
+            if path is None:
+                continue
+            lock_path = path.with_name(path.name + ".writer.lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                current = os.pread(fd, 512, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise OfflineFileBusy(name, str(path), current) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{holder} (pid {os.getpid()} on {socket.gethostname()})".encode(), 0)
+            fds[path] = fd
+    except BaseException:
+        OfflineFilesLock(fds).release()
+        raise
+    return OfflineFilesLock(fds)
+
+
 def backfill(store: FeatureStore, view_name: str, events: pd.DataFrame) -> tuple[Path, int]:
     """Rewrite the offline history of a streaming view from an event history, with the
     batch computation (:func:`features.aggregates.batch_rows`): what the feature worker
@@ -185,6 +271,12 @@ def backfill(store: FeatureStore, view_name: str, events: pd.DataFrame) -> tuple
     missing = [c for c in (view.entity_key, "event_timestamp", *view.fields) if c not in events]
     if missing:
         raise FeatureError(f"backfill of {view_name}: the events lack {', '.join(missing)}")
+    # Not under a running feature worker: its next append would undo the rewrite.
+    with hold_offline_files(store, [view_name], holder=f"`features backfill {view_name}`"):
+        return _rewrite(view, path, events)
+
+
+def _rewrite(view: StreamingView, path: Path, events: pd.DataFrame) -> tuple[Path, int]:
     computed = batch_rows(view, events)
     # Not rows stamped in the future (windows that empty later): newer than what the
     # feature worker writes meanwhile, they would win point-in-time joins and materialize.

@@ -1,10 +1,10 @@
 """Train, evaluate, export and register the fraud model; bootstrap the example.
 
-In: a Feast ``FeatureStore`` (point-in-time-correct features through the
-``fraud_v1`` feature service), the generated offline data (transactions with
-labels) and a ``ModelRegistry``. Out: a registered ONNX model whose manifest
-holds its inputs, defaults, decision thresholds, hold-out metrics, lineage and
-the reference profile used for drift detection.
+In: a Feast ``FeatureStore`` (point-in-time-correct features through a feature
+service, ``fraud_v2`` by default; see :mod:`features.historical`), the generated
+offline data (transactions with labels) and a ``ModelRegistry``. Out: a registered
+ONNX model whose manifest holds its inputs, defaults, decision thresholds, hold-out
+metrics, lineage and the reference profile used for drift detection.
 
 Deterministic: the same data, seed and code give the same model and metrics.
 """
@@ -32,6 +32,7 @@ from sklearn.preprocessing import OneHotEncoder
 from threadpoolctl import threadpool_limits
 
 from features.fraud_data import OfflineData, generate_offline_data, offline_data_from_dir
+from features.historical import historical_features
 from features.store import OnlineStoreConfig, apply_repo, materialize, open_store
 from models.errors import ModelError
 from models.manifest import (
@@ -61,7 +62,8 @@ SCORE_OUTPUT = "probabilities"
 class TrainingConfig:
     """Knobs of ``train_model``; the defaults make the example model."""
 
-    feature_service: str = "fraud_v1"
+    # The example model: daily stats plus the feature worker's streaming aggregates.
+    feature_service: str = "fraud_v2"
     holdout_fraction: float = 0.2  # the last 20% of time is the hold-out
     review_alert_rate: float = 0.02  # share of hold-out traffic sent to review
     decline_alert_rate: float = 0.005  # share declined outright
@@ -127,10 +129,9 @@ def _feature_service_refs(
 def _select_rows(tx: pd.DataFrame, config: TrainingConfig, seed: int) -> pd.DataFrame:
     """Time split plus down-sampling of legitimate training rows (reweighted in the fit).
 
-    Feast's file (Dask) offline store joins every entity row with every snapshot
-    of its entity, so the retrieval cost grows with the rows asked for; keeping
-    all frauds, all hold-out rows and a seeded share of legitimate training rows
-    keeps bootstrap fast without biasing the model (weights undo the sampling).
+    Keeping all frauds, all hold-out rows and a seeded share of legitimate training
+    rows keeps the join and the fit of bootstrap small without biasing the model
+    (weights undo the sampling).
     """
     tx = tx.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(drop=True)
     cut_time = tx["event_timestamp"].quantile(1.0 - config.holdout_fraction)
@@ -150,19 +151,12 @@ def _select_rows(tx: pd.DataFrame, config: TrainingConfig, seed: int) -> pd.Data
 def _training_frame(store: FeatureStore, rows: pd.DataFrame, feature_service: str) -> pd.DataFrame:
     """``rows`` joined point-in-time with the feature service, in the order of ``rows``.
 
-    Feast's Dask store drops entity rows that some view has no snapshot for
-    yet (a user's first transactions); they are kept here with missing
-    features, which is what serving sees for a new entity.
+    Every row is kept, a view without a row for it gives missing features (what
+    serving sees for a new entity); see :mod:`features.historical` for the join.
     """
-    entity_df = rows[["event_timestamp", *ENTITY_KEYS]].copy()
-    entity_df["_row"] = np.arange(len(rows), dtype=np.int64)
-    joined = store.get_historical_features(
-        entity_df=entity_df,
-        features=store.get_feature_service(feature_service),
-        full_feature_names=True,
-    ).to_df()
-    joined = joined.drop(columns=["event_timestamp", *ENTITY_KEYS]).set_index("_row")
-    return rows.join(joined, how="left")
+    entity_df = rows[["event_timestamp", *ENTITY_KEYS]]
+    joined = historical_features(store, entity_df, feature_service)
+    return rows.join(joined.drop(columns=["event_timestamp", *ENTITY_KEYS]), how="left")
 
 
 def _inputs(frame: pd.DataFrame, refs: list[str], dtypes: dict[str, str]) -> list[ModelInput]:
@@ -451,6 +445,9 @@ def train_model(
             known_limits=[
                 "Trained on synthetic transactions of the example generator.",
                 "New users and merchants get training-median features (features_missing).",
+                "Streaming aggregates count only the events the feature worker consumed: "
+                "on a new stack a user's windows start empty (the offline history does not seed "
+                "the worker's state).",
                 "Thresholds target alert rates on the hold-out; re-check after drift.",
             ],
             owner="fraud",
@@ -492,13 +489,15 @@ def bootstrap_example(
     online: OnlineStoreConfig,
     registry: ModelRegistry,
     seed: int = 7,
+    config: TrainingConfig | None = None,
 ) -> ModelManifest | None:
     """Make the example usable from scratch; idempotent, safe to call on every ``up``.
 
     Generates the data into ``repo_path/data`` if missing, applies the repo,
     materializes everything up to now (so the online store serves the latest
-    snapshot), and trains + registers ``fraud`` only if the registry has no such
-    model. Returns the new manifest, or None when a model already existed.
+    snapshot), and trains + registers ``fraud`` (on ``config``, by default the example's
+    ``fraud_v2``) only if the registry has no such model. Returns the new manifest, or
+    None when a model already existed.
     """
     repo_path = Path(repo_path).resolve()
     data_dir = repo_path / "data"
@@ -511,4 +510,4 @@ def bootstrap_example(
     materialize(store, end=max(datetime.now(UTC), data.end), start=data.start)
     if "fraud" in registry.list_models():
         return None
-    return train_model(store, data, registry, name="fraud", seed=seed)
+    return train_model(store, data, registry, name="fraud", seed=seed, config=config)

@@ -50,7 +50,13 @@ from faust.types import EventT, StreamT
 
 from features.aggregates import Observation, StreamingView, apply_observations, next_due
 from features.store import open_store
-from features.streaming import FeastPushWriter, retry_forever, streaming_views
+from features.streaming import (
+    FeastPushWriter,
+    OfflineFilesLock,
+    hold_offline_files,
+    retry_forever,
+    streaming_views,
+)
 from streams import metrics
 from streams.codec import decode, decode_event, encode
 from streams.contract import validate_with_schema
@@ -341,7 +347,9 @@ def build_features_app(
     return app
 
 
-async def _prepare(settings: Settings) -> tuple[list[StreamingView], FeastPushWriter]:
+async def _prepare(
+    settings: Settings,
+) -> tuple[list[StreamingView], FeastPushWriter, OfflineFilesLock]:
     from streams.online_store import online_store_config
 
     await wait_for_broker(settings, timeout_s=30)
@@ -350,6 +358,11 @@ async def _prepare(settings: Settings) -> tuple[list[StreamingView], FeastPushWr
     views = streaming_views(store, settings.feature_view_names)
     if not views:
         log.warning("the feature repo %s declares no streaming feature view", settings.feature_repo)
+    # One writer per offline file (Feast's file store rewrites it per push): a second
+    # feature worker stops here, before it joins the group, naming the one that runs.
+    lock = hold_offline_files(
+        store, [v.name for v in views], holder=f"feature worker {settings.group_id}-features"
+    )
     for view in views:
         log.info(
             "keeping %s (by %s, push source %s): %s",
@@ -358,17 +371,18 @@ async def _prepare(settings: Settings) -> tuple[list[StreamingView], FeastPushWr
             view.push_source,
             ", ".join(view.features),
         )
-    return views, FeastPushWriter(store)
+    return views, FeastPushWriter(store), lock
 
 
 def run_features_worker(settings: Settings) -> None:
     """Prepare (fail fast on a repo whose streaming views cannot be computed), then hand
     the loop to Faust until stopped."""
     loop, ready = worker_start(settings)
-    views, writer = loop.run_until_complete(_prepare(settings))
+    views, writer, lock = loop.run_until_complete(_prepare(settings))
     health = Health("features")  # ready: partitions assigned, recovery over
     app = build_features_app(settings, views, writer, ready, health)
     try:
         run_worker_app(settings, app, loop, health, ready)
     finally:
         writer.close()
+        lock.release()

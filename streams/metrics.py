@@ -85,8 +85,9 @@ WORKER_READY = Gauge(
 
 CONSUMER_LAG = Gauge(
     "consumer_lag",
-    "Records between a partition's high watermark and this worker's position in it.",
-    ["topic", "partition"],
+    "Records between a partition's high watermark and this worker's position in it, per "
+    "consumer group (scoring <group>, <group>-feedback, <group>-features).",
+    ["group", "topic", "partition"],
     namespace=_NS,
 )
 FEATURE_ROWS = Counter(

@@ -76,8 +76,8 @@ model_option = click.option(
 @click.option(
     "--feature-service",
     default=None,
-    help="the Feast feature service to train on (default fraud_v1; fraud_v2 adds the "
-    "streaming aggregates)",
+    help="the Feast feature service to train on (default fraud_v2, the example's: daily "
+    "stats plus streaming aggregates; fraud_v1 is batch only)",
 )
 def train(
     name: str, seed: int, max_iter: int | None, feature_service: str | None, **options: Any

@@ -108,7 +108,9 @@ def partition_lag(highwater: int | None, position: int | None) -> int | None:
 
 
 def register_lag_monitor(app: faust.App, interval_s: float = 5.0) -> None:
-    """Every ``interval_s``, set ``streamscore_consumer_lag`` for each assigned partition."""
+    """Every ``interval_s``, set ``streamscore_consumer_lag`` for each assigned partition,
+    labelled with the app's consumer group (alerts tell the roles apart by it)."""
+    group = str(app.conf.id)
 
     @app.timer(interval=interval_s)
     async def consumer_lag() -> None:
@@ -121,4 +123,4 @@ def register_lag_monitor(app: faust.App, interval_s: float = 5.0) -> None:
                 log.debug("no lag for %s: %r", tp, exc)
                 continue
             if lag is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)

@@ -275,3 +275,34 @@ async def test_the_worker_retries_while_redis_is_down_and_catches_up_when_it_is_
     finally:
         redis.terminate()
         await asyncio.wait_for(redis.wait(), 10)
+
+
+async def test_a_second_feature_worker_on_the_same_offline_files_is_refused(
+    feature_settings: Callable[..., Settings], start_features: Callable[[Settings], dict]
+) -> None:
+    """Feast's file offline store rewrites the whole parquet per push: two writers would
+    lose each other's rows. The second worker stops at start-up naming the first; the
+    first keeps writing."""
+    settings = feature_settings()
+    first = start_features(settings)
+    state = stack.StackState("external", settings.bootstrap_servers, settings.online_store)
+    second_settings = settings.model_copy(update={"metrics_port": free_port()})
+    stack.start_workers(second_settings, state, 1, role="features")
+    second = state.workers[-1]
+    try:
+        deadline = time.monotonic() + 60
+        while stack.alive(second["pid"]):
+            assert time.monotonic() < deadline, "the second feature worker did not stop"
+            await asyncio.sleep(0.2)  # alive() is False for an exited (zombie) child
+    finally:
+        stack.stop_pid(second["pid"])
+    log = await asyncio.to_thread(Path(second["log"]).read_text)
+    assert "user_stream_stats" in log and "is already written by feature worker" in log, log
+    assert f"pid {first['pid']}" in log, log
+    assert "run a single feature worker" in log
+    # The first one is unaffected: a new user's events still reach the online store.
+    user = f"one-{uuid.uuid4().hex[:8]}"
+    t0 = int(time.time() * 1000) - 10_000
+    await send(settings, [txn(f"{user}-{i}", user, t0 + i * 1000, 2.0) for i in range(2)])
+    await wait_for_count(settings, user, 2, timeout_s=30)
+    assert stack.alive(first["pid"])

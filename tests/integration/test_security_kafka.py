@@ -4,8 +4,9 @@ The module starts its own embedded broker (streams/broker) once, with a SASL_SSL
 listener and the StandardAuthorizer: a CA and a broker certificate generated here (PEM,
 no keytool), SCRAM users created by Kafka's own ``StorageTool format --add-scram``,
 ACLs granted by Kafka's own ``kafka-acls``. Each principal (scoring worker, feedback
-worker, CLI) gets exactly the rows of the README's ACL table, and the scoring worker,
-the feedback worker and the CLI (produce, tail, audit) run against it, configured only
+worker, feature worker, CLI) gets exactly the rows of the README's ACL table, and the
+scoring worker, the feedback worker, the feature worker and the CLI (produce, tail,
+audit) run against it, configured only
 through ``STREAMSCORE_*`` with passwords in files. A wrong password, an untrusted
 certificate, plaintext to the TLS port and SASL over plaintext each fail at once with a
 message that names the setting to fix.
@@ -17,6 +18,7 @@ import asyncio
 import json
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -164,7 +166,9 @@ async def test_workers_and_cli_run_over_sasl_ssl(
     secure_broker: SecureBroker,
     settings_factory: Callable[..., Settings],
     worker_factory: Callable[..., stack.StackState],
+    prepared_repo: tuple[Path, Path],
     root: Path,
+    tmp_path: Path,
 ) -> None:
     admin = settings_factory(**secure_broker.client("admin"))
     await ensure_topics(admin)  # an administrator creates the topics
@@ -179,7 +183,40 @@ async def test_workers_and_cli_run_over_sasl_ssl(
         {k: v for k, v in env.items() if k.startswith("STREAMSCORE_")}
     )
 
-    workers = worker_factory(scoring).workers + worker_factory(feedback, role="feedback").workers
+    # The feature worker appends to its repo's offline files: a private copy of the repo.
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(prepared_repo[0], repo)
+    features = secure_broker.as_user(admin, "features").model_copy(update={"feature_repo": repo})
+    workers = (
+        worker_factory(scoring).workers
+        + worker_factory(feedback, role="feedback").workers
+        + worker_factory(features, role="features").workers
+    )
+    # A brand-new user's events, through the CLI: the feature worker aggregates them
+    # under its grants alone (events, feature-events, its changelog, feature-updates).
+    user = f"sec-{secrets.token_hex(4)}"
+    t0 = int(time.time() * 1000) - 30_000
+    events_file = tmp_path / "new-user.jsonl"
+    events_file.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"{user}-{i}",
+                    "event_time": t0 + i * 1000,
+                    "user_id": user,
+                    "merchant_id": "m0001",
+                    "amount": 10.0,
+                    "currency": "EUR",
+                    "channel": "web",
+                    "country": "DE",
+                }
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
+    sent = cli(settings, "produce", "--file", str(events_file))
+    assert sent.returncode == 0, sent.stderr
 
     produced = cli(settings, "produce", "--n", "120", "--labels", "--seed", "11")
     assert produced.returncode == 0, produced.stderr
@@ -214,6 +251,29 @@ async def test_workers_and_cli_run_over_sasl_ssl(
         await consumer.stop()
     assert joined >= 100
 
+    # The feature worker's aggregates of the new user reached the online store.
+    while True:
+        row = await asyncio.to_thread(online_user_row, features, user)
+        if row.get("txn_count_24h") == 3 or time.monotonic() > deadline + 60:
+            break
+        await asyncio.sleep(0.5)
+    assert row.get("txn_count_24h") == 3, row
+    # ... and it told the scoring workers which entities it wrote (its Write on
+    # feature-updates), after the write.
+    consumer = reader(admin, admin.topic("feature-updates"))
+    await consumer.start()
+    announced = False
+    try:
+        while not announced and time.monotonic() < deadline + 90:
+            batch = await consumer.getmany(timeout_ms=1000)
+            announced = any(
+                user.encode() in record.value for records in batch.values() for record in records
+            )
+    finally:
+        await consumer.stop()
+    assert announced, f"no feature-updates record names {user}"
+    feature_log = await asyncio.to_thread(Path(workers[-1]["log"]).read_text)
+    assert "authorization" not in feature_log.lower(), feature_log[-2000:]
     # No password in the workers' logs or in `status --json`.
     status = cli(settings, "status", "--json")
     outputs = [status.stdout, status.stderr]
@@ -226,6 +286,20 @@ async def test_workers_and_cli_run_over_sasl_ssl(
         await asyncio.wait_for(
             send_records(scoring, scoring.topic("labels"), [(None, b"{}")]), timeout=60
         )
+
+
+def online_user_row(settings: Settings, user: str) -> dict[str, Any]:
+    """What the online store holds in ``user_stream_stats`` for ``user`` ({} if nothing)."""
+    from feast import FeatureStore
+
+    from features.store import open_store
+    from streams.online_store import online_store_config
+
+    store: FeatureStore = open_store(settings.feature_repo, online_store_config(settings))
+    values = store.get_online_features(
+        features=["user_stream_stats:txn_count_24h"], entity_rows=[{"user_id": user}]
+    ).to_dict()
+    return {k: v[0] for k, v in values.items() if k != "user_id" and v[0] is not None}
 
 
 @pytest.mark.parametrize(

@@ -161,7 +161,7 @@ def test_prometheus_scrapes_the_worker_metrics_port(services: dict[str, Any]) ->
 
 
 def test_workers_are_healthy_when_they_answer_ready(services: dict[str, Any]) -> None:
-    for name in ("worker", "feedback"):
+    for name in ("worker", "feedback", "features"):
         port = env_of(services[name])["STREAMSCORE_METRICS_PORT"]
         test = " ".join(services[name]["healthcheck"]["test"])
         assert f"http://127.0.0.1:{port}/ready" in test, test
@@ -274,3 +274,78 @@ def test_grafana_provisions_the_streamscore_dashboard(services: dict[str, Any]) 
     for panel in board["panels"]:
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "prometheus"
+
+
+STREAMSCORE_SERVICES = ("worker", "feedback", "features")
+
+
+def streamscore_commands(service: dict[str, Any]) -> list[list[str]]:
+    """The `streamscore ...` invocations of a service's command (also inside `sh -c`)."""
+    import shlex
+
+    command = service["command"]
+    if command[:2] == ["sh", "-c"]:
+        lines = [shlex.split(part) for part in command[2].split("&&")]
+    else:
+        lines = [command]
+    return [line for line in lines if line and line[0] == "streamscore"]
+
+
+def test_every_compose_command_is_a_real_cli_command(services: dict[str, Any]) -> None:
+    """Each `streamscore ...` line parses with the CLI's own parser (a renamed command,
+    option or role fails here, not in a container)."""
+    import click
+
+    from streams.cli import cli
+
+    seen = []
+    for name in STREAMSCORE_SERVICES:
+        for args in streamscore_commands(services[name]):
+            ctx = cli.make_context("streamscore", args[1:], resilient_parsing=True)
+            command_name, command, rest = cli.resolve_command(ctx, args[1:])
+            assert command is not None, (name, args)
+            try:
+                command.make_context(command_name or "", rest, parent=ctx)
+            except click.UsageError as exc:
+                raise AssertionError(f"{name}: {' '.join(args)}: {exc}") from exc
+            seen.append(" ".join(args[1:]))
+    assert "worker --role features" in seen and "bootstrap" in seen, seen
+
+
+def test_the_feature_worker_runs_once_on_the_shared_feature_data(services: dict[str, Any]) -> None:
+    """The feature worker appends to the offline parquet files the scoring worker's
+    bootstrap wrote, and every worker reads the same Feast registry: the repo's data
+    directory is one volume in all of them. One replica: the file offline store takes
+    one writer."""
+    from streams.settings import Settings
+
+    features = services["features"]
+    assert features["command"] == ["streamscore", "worker", "--role", "features"]
+    assert env_of(features) == env_of(services["worker"])
+    assert features["depends_on"]["worker"]["condition"] == "service_healthy"
+    assert features.get("deploy", {}).get("replicas") == 1
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    workdir = re.findall(r"^WORKDIR (\S+)", dockerfile, flags=re.M)[-1]
+    repo_data = str(Path(workdir) / Settings.model_fields["feature_repo"].default / "data")
+    assert f"mkdir -p /data {repo_data}" in dockerfile  # a writable mount point
+    sources = {mounts_of(services[name]).get(repo_data) for name in STREAMSCORE_SERVICES}
+    assert len(sources) == 1 and None not in sources, sources
+    (volume,) = sources
+    assert volume in services_volumes(), volume
+
+
+def services_volumes() -> set[str]:
+    return set(yaml.safe_load(COMPOSE_FILE.read_text())["volumes"])
+
+
+def test_prometheus_scrapes_the_feature_worker(services: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    port = env_of(services["features"])["STREAMSCORE_METRICS_PORT"]
+    targets = {
+        f"{name}:{dns['port']}"
+        for job in config["scrape_configs"]
+        for dns in job.get("dns_sd_configs", [])
+        for name in dns["names"]
+    }
+    assert f"features:{port}" in targets, targets

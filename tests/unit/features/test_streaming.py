@@ -101,3 +101,70 @@ async def test_an_unwritable_offline_store_is_unavailable_not_a_crash(
             await writer.write(USER_STREAM_VIEW, update.rows, [update.online_row])
     finally:
         writer.close()
+
+
+def test_one_writer_per_offline_file_across_processes(applied_repo: Any, tmp_path: Path) -> None:
+    """A second writer (another process, as a second feature worker is) is refused naming
+    the first; a killed holder leaves no lock behind; backfill waits for no one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from features.errors import OfflineFileBusy
+    from features.streaming import hold_offline_files
+    from streams.cli import main
+
+    repo = tmp_path / "repo"
+    shutil.copytree(applied_repo.path, repo)
+    online = OnlineStoreConfig(sqlite_path=tmp_path / "online.db")
+    apply_repo(repo, online)
+    store = open_store(repo, online)
+    views = ["user_stream_stats", "merchant_stream_stats"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from features.store import OnlineStoreConfig, open_store\n"
+            "from features.streaming import hold_offline_files\n"
+            f"config = OnlineStoreConfig(sqlite_path={str(tmp_path / 'o.db')!r})\n"
+            f"store = open_store({str(repo)!r}, config)\n"
+            f"lock = hold_offline_files(store, {views!r}, holder='feature worker A')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(OfflineFileBusy) as refused:
+            hold_offline_files(store, views, holder="feature worker B")
+        message = str(refused.value)
+        assert "user_stream_stats" in message and "user_stream_stats.parquet" in message
+        assert f"feature worker A (pid {holder.pid}" in message
+        assert "run a single feature worker" in message
+        # A backfill under a running worker would be undone by its next append.
+        assert main(["features", "backfill", "user_stream_stats", "--repo", str(repo)]) == 2
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while True:  # the kernel drops a dead holder's flock
+        try:
+            lock = hold_offline_files(store, views, holder="feature worker B")
+            break
+        except OfflineFileBusy:
+            assert time.monotonic() < deadline, "the killed holder's lock stayed"
+            time.sleep(0.05)
+    assert [p.name for p in lock.paths] == [
+        "merchant_stream_stats.parquet",
+        "user_stream_stats.parquet",
+    ]
+    lock.release()
+    assert main(["features", "backfill", "user_stream_stats", "--repo", str(repo)]) == 0

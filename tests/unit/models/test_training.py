@@ -55,7 +55,8 @@ def test_training_is_reproducible_and_registers_versions(
 
     assert first.metrics["roc_auc"] > 0.85, first.metrics
     assert first.metrics["pr_auc"] > 0.3, first.metrics
-    assert first.lineage.feature_service == "fraud_v1"
+    assert first.lineage.feature_service == "fraud_v2"  # the example's: + streaming
+    assert "user_stream_stats:txn_count_10m" in first.feature_refs()
     assert first.lineage.seed == 7
     assert first.lineage.start >= data.start and first.lineage.end < data.end
     assert first.feature_refs() == first.lineage.feature_refs

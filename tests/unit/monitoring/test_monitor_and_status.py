@@ -77,9 +77,9 @@ def test_status_figures_from_a_metrics_page() -> None:
     for _ in range(99):
         h.labels("score").observe(0.005)
     h.labels("score").observe(0.5)
-    Gauge("consumer_lag", "", ["topic", "partition"], namespace=ns, registry=registry).labels(
-        "events", "0"
-    ).set(42)
+    Gauge(
+        "consumer_lag", "", ["group", "topic", "partition"], namespace=ns, registry=registry
+    ).labels("streamscore", "events", "0").set(42)
     d = Gauge(
         "drift",
         "",

@@ -2,8 +2,8 @@
 
 They replace private Faust methods, so :func:`apply` refuses a faust-streaming version
 they were not tested with (:data:`TESTED_FAUST_VERSIONS`): run
-``tests/integration/test_rebalance_kafka.py`` and ``test_faults_commits.py`` against the
-new version, then add it.
+``tests/integration/test_rebalance_kafka.py``, ``test_faults_commits.py`` and
+``test_faults_feedback.py`` against the new version, then add it.
 
 Found by reconciling counts (tests/integration/test_rebalance_kafka.py): on a fresh
 consumer group, events fetched while a worker recovers after a rebalance were never
@@ -43,17 +43,30 @@ fetch position has moved past them): in the recovery window where stream partiti
 resumed and sought before Faust marks them active, such a record was never read again
 (a label of the feedback-worker SIGKILL row never joined; with the rules above its
 partition stalled at it instead of committing past it). :func:`_refetch_inactive` seeks
-such partitions back to their first fetched record. Remove this module once
-faust-streaming ships fixes; the integration tests will say.
+such partitions back to their first fetched record.
+
+The recovery window itself: Faust resumed the stream partitions and then sought them to
+the committed offsets (``Recovery.on_recovery_completed`` and ``_resume_streams``), in
+its consumer thread while the fetcher kept fetching; records delivered in between raised
+its read offsets, and ``_drain_messages`` then dropped the records fetched from the
+committed offset below them ("DROPPED MESSAGE", at its dev log level) while aiokafka's
+fetch position moved past them: lost records (the feedback-worker SIGKILL row lost pairs
+in about 1 run of 5), or with the strict rule a stalled partition. The recovery here
+seeks first and resumes after (:func:`_seek_then_resume`), and a fetch that starts below
+the read offset is delivered, not dropped (:func:`_deliver_below_read_offset`): at worst
+a duplicate, never a loss. Remove this module once faust-streaming ships fixes; the
+integration tests will say.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from importlib.metadata import version
 from typing import Any
 
+from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -72,6 +85,8 @@ _PATCHED = (
     (faust_consumer.Consumer, "_new_offset"),
     (faust_consumer.Consumer, "_add_gap"),
     (faust_consumer.Consumer, "_wait_next_records"),
+    (faust_recovery.Recovery, "_resume_streams"),
+    (faust_recovery.Recovery, "on_recovery_completed"),
 )
 
 
@@ -227,12 +242,14 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
     an acked topic: what lets the strict head rule pass offsets that hold no record."""
     seeks = _count(self, "_streamscore_seeks")
     records, active = await _original_wait_next_records(self, timeout)
+    acking = self.app.topics.acks_enabled_for
+    if any(batch and acking(tp.topic) for tp, batch in (records or {}).items()):
+        _bump(self, "_streamscore_fetches")  # a changelog's fetch races no seek of ours
     if records:
-        _bump(self, "_streamscore_fetches")
+        _deliver_below_read_offset(self, records)
     if records and active is not None:
         await _refetch_inactive(self, records, active)
     if records and _count(self, "_streamscore_seeks") == seeks:
-        acking = self.app.topics.acks_enabled_for
         expected = _expected_fetch(self)
         for tp, batch in records.items():
             if not batch or not acking(tp.topic) or tp not in active_or_buffered(self, active):
@@ -248,6 +265,42 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
             if gaps:
                 self._gap[tp].merge_overlaps()
     return records, active
+
+
+def _deliver_below_read_offset(consumer: Any, records: Mapping[Any, Any]) -> None:
+    """Lower the read offset of a partition whose fetch starts below it, so that
+    ``_drain_messages`` delivers the fetched records rather than drops them.
+
+    Faust drops a fetched record below its read offset (the last offset it delivered,
+    or where it last sought) as one it delivered already ("DROPPED MESSAGE", logged at
+    its dev level only). aiokafka has moved its fetch position past the record by then,
+    so it is not read again until the next seek: a record never delivered before is lost
+    (or, with the strict commit rule, its partition stalls at it). A fetch starts below
+    the read offset only after a seek back that Faust's read offset did not follow yet:
+    a seek raced by a fetch (``perform_seek`` updates the read offsets only after the
+    consumer thread sought, and records delivered meanwhile raise them). Found by the
+    feedback-worker SIGKILL row: a label of the recovery window never joined. Delivering
+    such records again costs a duplicate at most (at-least-once); dropping them may lose
+    them.
+    """
+    acking = consumer.app.topics.acks_enabled_for
+    read_offset = consumer._read_offset
+    for tp, batch in records.items():
+        if not batch or not acking(tp.topic):
+            continue
+        tp = faust_consumer.ensure_TP(tp)
+        current = read_offset.get(tp)
+        first = batch[0].offset
+        if current is not None and first < current:
+            log.warning(
+                "%s: fetched from offset %d, below the read offset %d (a seek raced a "
+                "fetch): delivering the records rather than dropping them",
+                tp,
+                first,
+                current,
+            )
+            _bump(consumer, "_streamscore_redelivered")
+            read_offset[tp] = first
 
 
 def active_or_buffered(consumer: Any, active: Any) -> Any:
@@ -297,6 +350,86 @@ def _new_offset(self: Any, tp: TP) -> int | None:
     return offset
 
 
+async def _seek_then_resume(recovery: Any, consumer: Any, assignment: Any) -> None:
+    """Seek the stream partitions to their committed offsets, then resume them.
+
+    Faust resumes them first and seeks after: in between, the fetcher delivers their
+    records from the position before the seek, which raises Faust's read offsets while
+    the seek moves the fetch position back; records fetched from the committed offset
+    then fall below those read offsets and were dropped (see
+    :func:`_deliver_below_read_offset`). Paused (not active), a partition's records
+    stay in aiokafka's buffer, which a seek to another position discards.
+    """
+    if assignment:
+        recovery.log.info("Seek stream partitions to committed offsets.")
+        await recovery._wait(
+            consumer.perform_seek(), timeout=recovery.app.conf.broker_request_timeout
+        )
+    consumer.resume_partitions({tp for tp in assignment if not recovery._is_changelog_tp(tp)})
+
+
+async def _resume_streams(self: Any, generation_id: int = 0) -> None:
+    """Faust's ``Recovery._resume_streams`` (a worker with no table), seeking before it
+    resumes the stream partitions (:func:`_seek_then_resume`)."""
+    app = self.app
+    consumer = app.consumer
+    await app.on_rebalance_complete.send()
+    assignment = consumer.assignment()
+    if app.consumer_generation_id != generation_id:
+        self.log.warning("Recovery rebalancing again")
+        return
+    if assignment:
+        await _seek_then_resume(self, consumer, assignment)
+    else:
+        self.log.info("Resuming streams with empty assignment")
+    self.completed.set()
+    self.log.info("Resuming flow...")
+    app.flow_control.resume()
+    consumer.resume_flow()
+    await app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    self.tables.on_standbys_ready()
+    app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """Faust's ``Recovery.on_recovery_completed`` (tables restored), seeking before it
+    resumes the stream partitions (:func:`_seek_then_resume`)."""
+    consumer = self.app.consumer
+    self.log.info("Restore complete!")
+    await self.app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callback_coros = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]
+            )
+        )
+        for table in self.tables.values()
+    ]
+    if callback_coros:
+        await asyncio.wait(callback_coros)
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning(
+            f"Recovery rebalancing again app id "
+            f"{self.app.consumer_generation_id} param {generation_id}"
+        )
+        return
+    await _seek_then_resume(self, consumer, assignment)
+    self.completed.set()
+    self.log.dev("Resume stream partitions")
+    self.app.flow_control.resume()
+    consumer.resume_flow()
+    await self.app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not self.app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    self.app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
 def check_version(found: str | None = None) -> None:
     """Raise :class:`UntestedFaustVersion` unless the patches were tested with this Faust."""
     found = found or version("faust-streaming")
@@ -316,5 +449,7 @@ def apply() -> None:
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     faust_consumer.Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     faust_consumer.Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
+    faust_recovery.Recovery._resume_streams = _resume_streams  # type: ignore[method-assign]
+    faust_recovery.Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
     _APPLIED = True
     log.debug("faust offset bookkeeping patched (streams.faust_fixes)")

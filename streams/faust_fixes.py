@@ -62,10 +62,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from importlib.metadata import version
 from typing import Any
 
+from aiokafka import client as aiokafka_client
 from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -78,6 +80,9 @@ _APPLIED = False
 #: faust-streaming versions the patches were tested with (the integration tests above).
 TESTED_FAUST_VERSIONS = frozenset({"0.15.3"})
 
+#: aiokafka versions the metadata back-off (:func:`_metadata_update`) was measured with.
+TESTED_AIOKAFKA_VERSIONS = frozenset({"0.14.0"})
+
 #: The private Faust methods replaced or wrapped; a version that lacks one is refused.
 _PATCHED = (
     (faust_aiokafka.AIOKafkaConsumerThread, "seek_to_committed"),
@@ -87,6 +92,7 @@ _PATCHED = (
     (faust_consumer.Consumer, "_wait_next_records"),
     (faust_recovery.Recovery, "_resume_streams"),
     (faust_recovery.Recovery, "on_recovery_completed"),
+    (aiokafka_client.AIOKafkaClient, "_metadata_update"),
 )
 
 
@@ -430,10 +436,52 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
-def check_version(found: str | None = None) -> None:
-    """Raise :class:`UntestedFaustVersion` unless the patches were tested with this Faust."""
+#: The longest pause between two failed metadata updates (Kafka's own clients default
+#: ``reconnect.backoff.max.ms`` to 1 s); the first pause is the client's
+#: ``retry_backoff_ms`` (100 ms), doubled after each failure, with 20 % jitter.
+METADATA_BACKOFF_MAX_S = 1.0
+
+_original_metadata_update = aiokafka_client.AIOKafkaClient._metadata_update
+
+
+async def _metadata_update(self: Any, cluster_metadata: Any, topics: Any) -> bool:
+    """aiokafka's metadata update, then a growing pause after a failed one.
+
+    With the broker down, every fetcher pass with unknown leaders forces a metadata
+    update, which fails at once (connection refused) and resolves the fetcher's wait, so
+    aiokafka 0.14 reconnected in a tight loop: a worker logged ~3,000 lines a second
+    during a broker restart. aiokafka has no reconnect back-off setting
+    (``retry_backoff_ms``, which Faust does not pass either, only paces other retries),
+    so the pause is here: the update's result is held back while it lasts, and every
+    caller waiting for metadata waits with it.
+    """
+    ok: bool = await _original_metadata_update(self, cluster_metadata, topics)
+    if ok:
+        self.__dict__["_streamscore_md_failures"] = 0
+        return ok
+    failures = int(self.__dict__.get("_streamscore_md_failures", 0)) + 1
+    self.__dict__["_streamscore_md_failures"] = failures
+    await asyncio.sleep(metadata_backoff_s(failures, self._retry_backoff))
+    return ok
+
+
+def metadata_backoff_s(failures: int, base_s: float, jitter: float | None = None) -> float:
+    """The pause after ``failures`` failed metadata updates in a row (``jitter`` in
+    [-1, 1]; random when None)."""
+    pause = min(METADATA_BACKOFF_MAX_S, base_s * 2 ** min(failures - 1, 16))
+    if jitter is None:
+        jitter = random.uniform(-1.0, 1.0)  # noqa: S311 (not cryptographic)
+    return pause * (1.0 + 0.2 * jitter)
+
+
+def check_version(found: str | None = None, found_aiokafka: str | None = None) -> None:
+    """Raise :class:`UntestedFaustVersion` unless the patches were tested with this Faust
+    and this aiokafka."""
     found = found or version("faust-streaming")
+    found_aiokafka = found_aiokafka or version("aiokafka")
     missing = [f"{cls.__name__}.{name}" for cls, name in _PATCHED if not hasattr(cls, name)]
+    if found_aiokafka not in TESTED_AIOKAFKA_VERSIONS:
+        missing.append(f"a tested aiokafka (found {found_aiokafka})")
     if found not in TESTED_FAUST_VERSIONS or missing:
         raise UntestedFaustVersion(found, missing)
 
@@ -451,5 +499,6 @@ def apply() -> None:
     faust_consumer.Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
     faust_recovery.Recovery._resume_streams = _resume_streams  # type: ignore[method-assign]
     faust_recovery.Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+    aiokafka_client.AIOKafkaClient._metadata_update = _metadata_update  # type: ignore[method-assign]
     _APPLIED = True
     log.debug("faust offset bookkeeping patched (streams.faust_fixes)")

@@ -61,6 +61,8 @@ def test_an_untested_faust_version_is_refused_with_what_to_do() -> None:
     check_version("0.15.3")
     with pytest.raises(UntestedFaustVersion, match=r"faust-streaming 0\.16\.0: .*0\.15\.3"):
         check_version("0.16.0")
+    with pytest.raises(UntestedFaustVersion, match=r"a tested aiokafka \(found 0\.15\.0\)"):
+        check_version("0.15.3", "0.15.0")
 
 
 def test_the_patches_are_in_place_once_an_app_is_made() -> None:
@@ -234,3 +236,50 @@ async def test_recovery_of_a_stale_generation_neither_seeks_nor_resumes() -> Non
     recovery = _recovery(events, generation=2)
     await Recovery.on_recovery_completed(recovery, 1)
     assert events == []
+
+
+async def test_failed_metadata_updates_back_off_up_to_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka 0.14 retried a failed metadata update at once: with the broker down a
+    consumer and a producer made ~5,600 connection attempts a second. Driven through
+    aiokafka's own update on a client that reaches no broker."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.cluster import ClusterMetadata
+
+    from streams import faust_fixes
+
+    faust_fixes.apply()
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(faust_fixes.asyncio, "sleep", sleep)
+    monkeypatch.setattr(faust_fixes.random, "uniform", lambda low, high: 0.0)
+    client = AIOKafkaClient(bootstrap_servers="127.0.0.1:1", retry_backoff_ms=100)
+    cluster = ClusterMetadata()
+    for _ in range(6):
+        assert await client._metadata_update(cluster, set()) is False  # no broker known
+    assert pauses == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+
+    async def succeeded(self: Any, cluster_metadata: Any, topics: Any) -> bool:
+        return True
+
+    monkeypatch.setattr(faust_fixes, "_original_metadata_update", succeeded)
+    assert await client._metadata_update(cluster, set()) is True
+    monkeypatch.setattr(faust_fixes, "_original_metadata_update", lambda *a: _false())
+    await client._metadata_update(cluster, set())
+    assert pauses[-1] == pytest.approx(0.1)  # a success starts the back-off over
+
+
+async def _false() -> bool:
+    return False
+
+
+def test_metadata_backoff_jitter_is_within_a_fifth() -> None:
+    from streams.faust_fixes import metadata_backoff_s
+
+    assert metadata_backoff_s(1, 0.1, jitter=1.0) == pytest.approx(0.12)
+    assert metadata_backoff_s(3, 0.1, jitter=-1.0) == pytest.approx(0.32)
+    assert metadata_backoff_s(40, 0.1, jitter=0.0) == pytest.approx(1.0)

@@ -93,6 +93,7 @@ _PATCHED = (
     (faust_recovery.Recovery, "_resume_streams"),
     (faust_recovery.Recovery, "on_recovery_completed"),
     (aiokafka_client.AIOKafkaClient, "_metadata_update"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records"),
 )
 
 
@@ -333,6 +334,48 @@ async def _refetch_inactive(consumer: Any, records: Mapping[Any, Any], active: A
             _expected_fetch(consumer)[faust_consumer.ensure_TP(tp)] = offset
 
 
+class _ActivePartitions:
+    """Faust's live set of active partitions as aiokafka's ``fetched_records`` reads it:
+    never empty, so an empty set means "no partition", not "every partition"."""
+
+    __slots__ = ("tps",)
+
+    def __init__(self, tps: Any) -> None:
+        self.tps = tps
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.tps
+
+
+_original_fetch_records = faust_aiokafka.AIOKafkaConsumerThread._fetch_records
+
+
+async def _fetch_records(
+    self: Any,
+    consumer: Any,
+    active_partitions: Any,
+    timeout: float | None = None,  # noqa: ASYNC109
+    max_records: int | None = None,
+) -> Any:
+    """Faust's fetch, with its active partitions never read as "all partitions".
+
+    aiokafka's ``fetched_records(partitions)`` returns every partition's buffered records
+    when ``partitions`` is empty. Faust fetches only with some partition active, but the
+    set is live: recovery pauses the changelogs (the set empties) while a fetch waits,
+    and the fetch then handed out stream records before their partitions were active;
+    ``getmany`` skipped them with the fetch position past them (see
+    :func:`_refetch_inactive`; the feedback-worker SIGKILL row hit it in 2 of 10 runs).
+    """
+    if active_partitions is not None:
+        active_partitions = _ActivePartitions(active_partitions)
+    return await _original_fetch_records(
+        self, consumer, active_partitions, timeout=timeout, max_records=max_records
+    )
+
+
 async def _add_gap(self: Any, tp: TP, offset_from: int, offset_to: int) -> None:
     """Off: Faust infers gaps from the offsets it delivered, which counts a record it
     fetched but did not deliver as a gap; :func:`_wait_next_records` records them."""
@@ -500,5 +543,6 @@ def apply() -> None:
     faust_recovery.Recovery._resume_streams = _resume_streams  # type: ignore[method-assign]
     faust_recovery.Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
     aiokafka_client.AIOKafkaClient._metadata_update = _metadata_update  # type: ignore[method-assign]
+    faust_aiokafka.AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
     _APPLIED = True
     log.debug("faust offset bookkeeping patched (streams.faust_fixes)")

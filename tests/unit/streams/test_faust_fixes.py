@@ -283,3 +283,49 @@ def test_metadata_backoff_jitter_is_within_a_fifth() -> None:
     assert metadata_backoff_s(1, 0.1, jitter=1.0) == pytest.approx(0.12)
     assert metadata_backoff_s(3, 0.1, jitter=-1.0) == pytest.approx(0.32)
     assert metadata_backoff_s(40, 0.1, jitter=0.0) == pytest.approx(1.0)
+
+
+async def test_a_fetch_with_no_active_partition_returns_no_record() -> None:
+    """aiokafka's own ``Fetcher.fetched_records`` through Faust's patched fetch: an empty
+    set of active partitions (recovery paused the changelogs while the fetch waited)
+    returned every buffered record, stream partitions' included."""
+    import contextlib
+    import functools
+
+    from aiokafka.consumer.fetcher import Fetcher, FetchResult
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
+
+    from streams import faust_fixes
+
+    faust_fixes.apply()
+    stream = TP("labels", 0)
+
+    def buffered() -> FetchResult:
+        result = FetchResult.__new__(FetchResult)
+        rows = [_record(stream, 7), _record(stream, 8)]
+        result.getall = lambda max_records=None: rows  # type: ignore[method-assign]
+        result.has_more = lambda: False  # type: ignore[method-assign]
+        return result
+
+    fetcher = SimpleNamespace(
+        _closed=False,
+        _subscriptions=SimpleNamespace(
+            reassignment_in_progress=False,
+            is_assigned=lambda tp: True,
+            fetch_context=contextlib.nullcontext,
+        ),
+        _notify=lambda future: None,
+        _wait_consume_future=None,
+    )
+    fetcher.fetched_records = functools.partial(Fetcher.fetched_records, fetcher)
+    consumer = SimpleNamespace(_closed=False, _fetcher=fetcher)
+    thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
+
+    fetcher._records = {stream: buffered()}
+    fetch = AIOKafkaConsumerThread._fetch_records
+    assert await fetch(thread, consumer, set(), timeout=0) == {}  # Faust alone: both records
+    assert [r.offset for r in (await fetch(thread, consumer, {stream}, timeout=0))[stream]] == [
+        7,
+        8,
+    ]

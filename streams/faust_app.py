@@ -67,6 +67,18 @@ def make_app(settings: Settings, app_id: str) -> faust.App:
     )
 
 
+def changelog_topic_configs(settings: Settings) -> dict[str, str]:
+    """Topic configs of a Faust table's changelog (Faust makes it compacted): segments
+    that roll, so compaction bounds what a restart replays, and tombstones kept long
+    enough for any restore (``changelog_segment_s``, ``changelog_tombstone_retention_s``).
+    Applied when Faust creates the topic; an existing changelog keeps its configs (alter
+    it with ``kafka-configs --alter --entity-type topics``)."""
+    return {
+        "segment.ms": str(int(settings.changelog_segment_s * 1000)),
+        "delete.retention.ms": str(int(settings.changelog_tombstone_retention_s * 1000)),
+    }
+
+
 def raw_topic(app: faust.App, name: str, partitions: int, internal: bool = False) -> TopicT:
     """A topic whose keys and values stay bytes: the codec is ours (streams.codec)."""
     return app.topic(

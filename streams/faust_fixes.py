@@ -2,8 +2,8 @@
 
 They replace private Faust methods, so :func:`apply` refuses a faust-streaming version
 they were not tested with (:data:`TESTED_FAUST_VERSIONS`): run
-``tests/integration/test_rebalance_kafka.py`` and ``test_faults_commits.py`` against the
-new version, then add it.
+``tests/integration/test_rebalance_kafka.py``, ``test_faults_commits.py`` and
+``test_faults_feedback.py`` against the new version, then add it.
 
 Found by reconciling counts (tests/integration/test_rebalance_kafka.py): on a fresh
 consumer group, events fetched while a worker recovers after a rebalance were never
@@ -43,17 +43,32 @@ fetch position has moved past them): in the recovery window where stream partiti
 resumed and sought before Faust marks them active, such a record was never read again
 (a label of the feedback-worker SIGKILL row never joined; with the rules above its
 partition stalled at it instead of committing past it). :func:`_refetch_inactive` seeks
-such partitions back to their first fetched record. Remove this module once
-faust-streaming ships fixes; the integration tests will say.
+such partitions back to their first fetched record.
+
+The recovery window itself: Faust resumed the stream partitions and then sought them to
+the committed offsets (``Recovery.on_recovery_completed`` and ``_resume_streams``), in
+its consumer thread while the fetcher kept fetching; records delivered in between raised
+its read offsets, and ``_drain_messages`` then dropped the records fetched from the
+committed offset below them ("DROPPED MESSAGE", at its dev log level) while aiokafka's
+fetch position moved past them: lost records (the feedback-worker SIGKILL row lost pairs
+in about 1 run of 5), or with the strict rule a stalled partition. The recovery here
+seeks first and resumes after (:func:`_seek_then_resume`), and a fetch that starts below
+the read offset is delivered, not dropped (:func:`_deliver_below_read_offset`): at worst
+a duplicate, never a loss. Remove this module once faust-streaming ships fixes; the
+integration tests will say.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from importlib.metadata import version
 from typing import Any
 
+from aiokafka import client as aiokafka_client
+from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -65,6 +80,9 @@ _APPLIED = False
 #: faust-streaming versions the patches were tested with (the integration tests above).
 TESTED_FAUST_VERSIONS = frozenset({"0.15.3"})
 
+#: aiokafka versions the metadata back-off (:func:`_metadata_update`) was measured with.
+TESTED_AIOKAFKA_VERSIONS = frozenset({"0.14.0"})
+
 #: The private Faust methods replaced or wrapped; a version that lacks one is refused.
 _PATCHED = (
     (faust_aiokafka.AIOKafkaConsumerThread, "seek_to_committed"),
@@ -72,6 +90,10 @@ _PATCHED = (
     (faust_consumer.Consumer, "_new_offset"),
     (faust_consumer.Consumer, "_add_gap"),
     (faust_consumer.Consumer, "_wait_next_records"),
+    (faust_recovery.Recovery, "_resume_streams"),
+    (faust_recovery.Recovery, "on_recovery_completed"),
+    (aiokafka_client.AIOKafkaClient, "_metadata_update"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records"),
 )
 
 
@@ -227,12 +249,14 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
     an acked topic: what lets the strict head rule pass offsets that hold no record."""
     seeks = _count(self, "_streamscore_seeks")
     records, active = await _original_wait_next_records(self, timeout)
+    acking = self.app.topics.acks_enabled_for
+    if any(batch and acking(tp.topic) for tp, batch in (records or {}).items()):
+        _bump(self, "_streamscore_fetches")  # a changelog's fetch races no seek of ours
     if records:
-        _bump(self, "_streamscore_fetches")
+        _deliver_below_read_offset(self, records)
     if records and active is not None:
         await _refetch_inactive(self, records, active)
     if records and _count(self, "_streamscore_seeks") == seeks:
-        acking = self.app.topics.acks_enabled_for
         expected = _expected_fetch(self)
         for tp, batch in records.items():
             if not batch or not acking(tp.topic) or tp not in active_or_buffered(self, active):
@@ -248,6 +272,42 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
             if gaps:
                 self._gap[tp].merge_overlaps()
     return records, active
+
+
+def _deliver_below_read_offset(consumer: Any, records: Mapping[Any, Any]) -> None:
+    """Lower the read offset of a partition whose fetch starts below it, so that
+    ``_drain_messages`` delivers the fetched records rather than drops them.
+
+    Faust drops a fetched record below its read offset (the last offset it delivered,
+    or where it last sought) as one it delivered already ("DROPPED MESSAGE", logged at
+    its dev level only). aiokafka has moved its fetch position past the record by then,
+    so it is not read again until the next seek: a record never delivered before is lost
+    (or, with the strict commit rule, its partition stalls at it). A fetch starts below
+    the read offset only after a seek back that Faust's read offset did not follow yet:
+    a seek raced by a fetch (``perform_seek`` updates the read offsets only after the
+    consumer thread sought, and records delivered meanwhile raise them). Found by the
+    feedback-worker SIGKILL row: a label of the recovery window never joined. Delivering
+    such records again costs a duplicate at most (at-least-once); dropping them may lose
+    them.
+    """
+    acking = consumer.app.topics.acks_enabled_for
+    read_offset = consumer._read_offset
+    for tp, batch in records.items():
+        if not batch or not acking(tp.topic):
+            continue
+        tp = faust_consumer.ensure_TP(tp)
+        current = read_offset.get(tp)
+        first = batch[0].offset
+        if current is not None and first < current:
+            log.warning(
+                "%s: fetched from offset %d, below the read offset %d (a seek raced a "
+                "fetch): delivering the records rather than dropping them",
+                tp,
+                first,
+                current,
+            )
+            _bump(consumer, "_streamscore_redelivered")
+            read_offset[tp] = first
 
 
 def active_or_buffered(consumer: Any, active: Any) -> Any:
@@ -274,6 +334,48 @@ async def _refetch_inactive(consumer: Any, records: Mapping[Any, Any], active: A
             _expected_fetch(consumer)[faust_consumer.ensure_TP(tp)] = offset
 
 
+class _ActivePartitions:
+    """Faust's live set of active partitions as aiokafka's ``fetched_records`` reads it:
+    never empty, so an empty set means "no partition", not "every partition"."""
+
+    __slots__ = ("tps",)
+
+    def __init__(self, tps: Any) -> None:
+        self.tps = tps
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.tps
+
+
+_original_fetch_records = faust_aiokafka.AIOKafkaConsumerThread._fetch_records
+
+
+async def _fetch_records(
+    self: Any,
+    consumer: Any,
+    active_partitions: Any,
+    timeout: float | None = None,  # noqa: ASYNC109
+    max_records: int | None = None,
+) -> Any:
+    """Faust's fetch, with its active partitions never read as "all partitions".
+
+    aiokafka's ``fetched_records(partitions)`` returns every partition's buffered records
+    when ``partitions`` is empty. Faust fetches only with some partition active, but the
+    set is live: recovery pauses the changelogs (the set empties) while a fetch waits,
+    and the fetch then handed out stream records before their partitions were active;
+    ``getmany`` skipped them with the fetch position past them (see
+    :func:`_refetch_inactive`; the feedback-worker SIGKILL row hit it in 2 of 10 runs).
+    """
+    if active_partitions is not None:
+        active_partitions = _ActivePartitions(active_partitions)
+    return await _original_fetch_records(
+        self, consumer, active_partitions, timeout=timeout, max_records=max_records
+    )
+
+
 async def _add_gap(self: Any, tp: TP, offset_from: int, offset_to: int) -> None:
     """Off: Faust infers gaps from the offsets it delivered, which counts a record it
     fetched but did not deliver as a gap; :func:`_wait_next_records` records them."""
@@ -297,10 +399,132 @@ def _new_offset(self: Any, tp: TP) -> int | None:
     return offset
 
 
-def check_version(found: str | None = None) -> None:
-    """Raise :class:`UntestedFaustVersion` unless the patches were tested with this Faust."""
+async def _seek_then_resume(recovery: Any, consumer: Any, assignment: Any) -> None:
+    """Seek the stream partitions to their committed offsets, then resume them.
+
+    Faust resumes them first and seeks after: in between, the fetcher delivers their
+    records from the position before the seek, which raises Faust's read offsets while
+    the seek moves the fetch position back; records fetched from the committed offset
+    then fall below those read offsets and were dropped (see
+    :func:`_deliver_below_read_offset`). Paused (not active), a partition's records
+    stay in aiokafka's buffer, which a seek to another position discards.
+    """
+    if assignment:
+        recovery.log.info("Seek stream partitions to committed offsets.")
+        await recovery._wait(
+            consumer.perform_seek(), timeout=recovery.app.conf.broker_request_timeout
+        )
+    consumer.resume_partitions({tp for tp in assignment if not recovery._is_changelog_tp(tp)})
+
+
+async def _resume_streams(self: Any, generation_id: int = 0) -> None:
+    """Faust's ``Recovery._resume_streams`` (a worker with no table), seeking before it
+    resumes the stream partitions (:func:`_seek_then_resume`)."""
+    app = self.app
+    consumer = app.consumer
+    await app.on_rebalance_complete.send()
+    assignment = consumer.assignment()
+    if app.consumer_generation_id != generation_id:
+        self.log.warning("Recovery rebalancing again")
+        return
+    if assignment:
+        await _seek_then_resume(self, consumer, assignment)
+    else:
+        self.log.info("Resuming streams with empty assignment")
+    self.completed.set()
+    self.log.info("Resuming flow...")
+    app.flow_control.resume()
+    consumer.resume_flow()
+    await app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    self.tables.on_standbys_ready()
+    app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """Faust's ``Recovery.on_recovery_completed`` (tables restored), seeking before it
+    resumes the stream partitions (:func:`_seek_then_resume`)."""
+    consumer = self.app.consumer
+    self.log.info("Restore complete!")
+    await self.app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callback_coros = [
+        asyncio.ensure_future(
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]
+            )
+        )
+        for table in self.tables.values()
+    ]
+    if callback_coros:
+        await asyncio.wait(callback_coros)
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning(
+            f"Recovery rebalancing again app id "
+            f"{self.app.consumer_generation_id} param {generation_id}"
+        )
+        return
+    await _seek_then_resume(self, consumer, assignment)
+    self.completed.set()
+    self.log.dev("Resume stream partitions")
+    self.app.flow_control.resume()
+    consumer.resume_flow()
+    await self.app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not self.app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    self.app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+#: The longest pause between two failed metadata updates (Kafka's own clients default
+#: ``reconnect.backoff.max.ms`` to 1 s); the first pause is the client's
+#: ``retry_backoff_ms`` (100 ms), doubled after each failure, with 20 % jitter.
+METADATA_BACKOFF_MAX_S = 1.0
+
+_original_metadata_update = aiokafka_client.AIOKafkaClient._metadata_update
+
+
+async def _metadata_update(self: Any, cluster_metadata: Any, topics: Any) -> bool:
+    """aiokafka's metadata update, then a growing pause after a failed one.
+
+    With the broker down, every fetcher pass with unknown leaders forces a metadata
+    update, which fails at once (connection refused) and resolves the fetcher's wait, so
+    aiokafka 0.14 reconnected in a tight loop: a worker logged ~3,000 lines a second
+    during a broker restart. aiokafka has no reconnect back-off setting
+    (``retry_backoff_ms``, which Faust does not pass either, only paces other retries),
+    so the pause is here: the update's result is held back while it lasts, and every
+    caller waiting for metadata waits with it.
+    """
+    ok: bool = await _original_metadata_update(self, cluster_metadata, topics)
+    if ok:
+        self.__dict__["_streamscore_md_failures"] = 0
+        return ok
+    failures = int(self.__dict__.get("_streamscore_md_failures", 0)) + 1
+    self.__dict__["_streamscore_md_failures"] = failures
+    await asyncio.sleep(metadata_backoff_s(failures, self._retry_backoff))
+    return ok
+
+
+def metadata_backoff_s(failures: int, base_s: float, jitter: float | None = None) -> float:
+    """The pause after ``failures`` failed metadata updates in a row (``jitter`` in
+    [-1, 1]; random when None)."""
+    pause = min(METADATA_BACKOFF_MAX_S, base_s * 2 ** min(failures - 1, 16))
+    if jitter is None:
+        jitter = random.uniform(-1.0, 1.0)  # noqa: S311 (not cryptographic)
+    return pause * (1.0 + 0.2 * jitter)
+
+
+def check_version(found: str | None = None, found_aiokafka: str | None = None) -> None:
+    """Raise :class:`UntestedFaustVersion` unless the patches were tested with this Faust
+    and this aiokafka."""
     found = found or version("faust-streaming")
+    found_aiokafka = found_aiokafka or version("aiokafka")
     missing = [f"{cls.__name__}.{name}" for cls, name in _PATCHED if not hasattr(cls, name)]
+    if found_aiokafka not in TESTED_AIOKAFKA_VERSIONS:
+        missing.append(f"a tested aiokafka (found {found_aiokafka})")
     if found not in TESTED_FAUST_VERSIONS or missing:
         raise UntestedFaustVersion(found, missing)
 
@@ -316,5 +540,9 @@ def apply() -> None:
     faust_consumer.Consumer._new_offset = _new_offset  # type: ignore[method-assign]
     faust_consumer.Consumer._add_gap = _add_gap  # type: ignore[method-assign]
     faust_consumer.Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
+    faust_recovery.Recovery._resume_streams = _resume_streams  # type: ignore[method-assign]
+    faust_recovery.Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+    aiokafka_client.AIOKafkaClient._metadata_update = _metadata_update  # type: ignore[method-assign]
+    faust_aiokafka.AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
     _APPLIED = True
     log.debug("faust offset bookkeeping patched (streams.faust_fixes)")

@@ -395,6 +395,18 @@ class Settings(BaseSettings):
     """How long the feedback join keeps an entry whose pairs were all emitted (to
     recognise redeliveries); waiting entries keep ``label_join_retention_s``."""
 
+    changelog_segment_s: float = Field(default=600, gt=0)
+    """``segment.ms`` of the Faust tables' changelog topics (the feedback join), set when
+    Faust creates them. Compaction never cleans a log's open segment: with Kafka's default
+    (7 days) a restarted worker replayed every update of the week; a segment rolled this
+    often leaves about one record per live key plus this long's updates to replay."""
+
+    changelog_tombstone_retention_s: float = Field(default=3600, gt=0)
+    """``delete.retention.ms`` of those changelogs: how long the tombstone of a deleted
+    table entry (an expired or completed join) is kept after compaction (Kafka's default:
+    1 day). It must outlast a worker's restore, or a restore that read the entry could
+    miss its deletion."""
+
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust's ``processing_guarantee``. ``exactly_once`` is NOT exactly-once for the
     scoring worker with faust-streaming 0.15.3 (README, Delivery guarantees): its outputs

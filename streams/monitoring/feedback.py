@@ -42,7 +42,7 @@ from faust.types import EventT, StreamT
 
 from streams import metrics
 from streams.codec import decode, encode
-from streams.faust_app import raw_topic
+from streams.faust_app import changelog_topic_configs, raw_topic
 from streams.monitoring.quality import Pair, QualityMonitor
 from streams.monitoring.signals import Signal, encode_signal
 from streams.publish import SendFn, faust_send, publish, send_best_effort
@@ -260,6 +260,7 @@ def register_feedback(
         key_type=bytes,
         value_type=bytes,
         partitions=parts,
+        extra_topic_configs=changelog_topic_configs(settings),
     )
     retention = settings.label_join_retention_s
     completed_retention = min(settings.label_join_completed_retention_s, retention)

@@ -313,3 +313,103 @@ async def test_exactly_once_setting_across_a_sigkill_is_still_at_least_once(
             note="Faust 0.15.3: outputs are not in the offsets' transaction",
         )
     )
+
+
+#: Faust's client id (``broker_client_id``): its producer is what the quota slows.
+WORKER_CLIENT_ID = "faust-0.15.3"
+QUOTA_BYTES_S = 16 * 1024
+
+
+def client_quota(settings: Settings, client_id: str, producer_byte_rate: int | None) -> None:
+    """Set (or remove, with None) a produce quota on a client id with Kafka's own
+    ``kafka-configs`` (``kafka.admin.ConfigCommand``): the broker delays that client's
+    produce responses to keep it under the rate, as a slow or overloaded downstream does."""
+    from streams.broker.jars import ensure_jars
+    from streams.broker.kafka import java_binary
+
+    change = (
+        ["--add-config", f"producer_byte_rate={producer_byte_rate}"]
+        if producer_byte_rate is not None
+        else ["--delete-config", "producer_byte_rate"]
+    )
+    jars = ensure_jars(settings.kafka_cache_dir, settings.kafka_maven_mirror, progress=False)
+    subprocess.run(
+        [
+            str(java_binary(settings)),
+            "-Xmx128m",
+            "-cp",
+            f"{jars}/*",
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            settings.bootstrap_servers,
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client_id,
+            *change,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+async def test_slow_downstream_keeps_memory_bounded_loses_nothing_and_drains(
+    settings_factory: Callable[..., Settings], worker_factory: Callable[..., stack.StackState]
+) -> None:
+    """The worker's producer held to 16 KiB/s by a broker quota for 15 s (predictions need
+    ~10x that) while events come at 400/s: backpressure holds what is in flight (the
+    publish window, Faust's stream buffers), the input waits in Kafka as lag, nothing is
+    lost, and the lag drains once the quota is lifted."""
+    settings = settings_factory()
+    state = worker_factory(settings)
+    pid = state.workers[0]["pid"]
+    records = demo_records(settings, 8000, seed=61)
+    baseline = rss_mb(pid)
+    producing = asyncio.create_task(produce_records(settings, records, rate=400))
+    await asyncio.sleep(3)
+    await asyncio.to_thread(client_quota, settings, WORKER_CLIENT_ID, QUOTA_BYTES_S)
+    peak = baseline
+    try:
+        throttled_until = time.monotonic() + PAUSE_S
+        while time.monotonic() < throttled_until:
+            peak = max(peak, rss_mb(pid))
+            await asyncio.sleep(0.5)
+        lag_throttled = await committed_lag(settings, settings.group_id, settings.topic("events"))
+    finally:
+        await asyncio.to_thread(client_quota, settings, WORKER_CLIENT_ID, None)
+    lifted = time.monotonic()
+    while not producing.done():
+        peak = max(peak, rss_mb(pid))
+        await asyncio.sleep(0.5)
+    await producing
+
+    report, predictions, dead = await reconcile_all(settings, expected=len(records), timeout_s=180)
+    assert report.events == len(records)
+    assert report.reconciled, report.as_dict()
+    assert sum(v or 0 for v in lag_throttled.values()) > 400, (
+        f"the quota did not slow the worker: {lag_throttled}"
+    )
+    growth = peak - baseline
+    assert growth < MEMORY_BOUND_MB, f"RSS grew {growth:.0f} MB under a slow downstream"
+    lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
+    deadline = time.monotonic() + 60
+    while any(v for v in lag.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
+    assert all(v == 0 for v in lag.values()), f"lag did not drain: {lag}"
+    drained_s = time.monotonic() - lifted
+    record_row(
+        FaultRow(
+            "slow downstream (produce quota 16 KiB/s, 15 s) at 400/s",
+            report.events,
+            report.predictions,
+            report.deadletters,
+            duplicates(predictions),
+            len(report.missing),
+            round(drained_s, 1),
+            note=f"RSS {baseline:.0f} -> peak {peak:.0f} MB; lag at the end of the quota "
+            f"{sum(v or 0 for v in lag_throttled.values())}; recovery = quota lifted until lag 0",
+        )
+    )

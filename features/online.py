@@ -170,8 +170,13 @@ class FeastOnlineSource:
         self._cache = EntityCache(cache_ttl_s, cache_max_entities, clock)
         self._join_keys: dict[str, tuple[str, ...]] = {}
         self._refreshing: asyncio.Task[None] | None = None
-        # (view, key) invalidated while a refresh ran: its answer may predate the write.
-        self._invalidated_in_refresh: set[tuple[str, EntityKey]] = set()
+        # Per lookup in flight (a batch's misses, a background refresh), the (view, key)
+        # invalidated since it was decided. Its answer may predate the write, so it is
+        # served to the batch that asked but never cached for the next ones (a stale
+        # value for up to the TTL otherwise). At most two lookups are in flight, so this
+        # stays small; an entry leaves with its lookup.
+        self._in_flight: dict[int, set[tuple[str, EntityKey]]] = {}
+        self._lookups = 0  # numbers the lookups: their keys in _in_flight
 
     @property
     def store(self) -> FeatureStore:
@@ -220,9 +225,29 @@ class FeastOnlineSource:
         for view, keys in self._join_keys.items():
             wanted = [tuple(e[k] for k in keys) for e in entities if set(keys) == set(e)]
             dropped += self._cache.invalidate(view, wanted)
-            if self._refreshing is not None:
-                self._invalidated_in_refresh.update((view, key) for key in wanted)
+            for invalidated in self._in_flight.values():
+                invalidated.update((view, key) for key in wanted)
         return dropped
+
+    def _track_lookup(self) -> tuple[int, set[tuple[str, EntityKey]]]:
+        """Start noting the invalidations that arrive while a lookup runs: a token for
+        :meth:`_lookup` and the set they land in. Called when the lookup is decided, in
+        the same step of the event loop, so none slips in before it (a refresh task
+        only starts running later)."""
+        self._lookups += 1
+        invalidated: set[tuple[str, EntityKey]] = set()
+        self._in_flight[self._lookups] = invalidated
+        return self._lookups, invalidated
+
+    async def _lookup(
+        self, refs: list[str], rows: list[dict[str, Any]], token: int
+    ) -> tuple[dict[str, list[Any]], dict[str, list[float | None]]]:
+        """One lookup in the lookup thread; its invalidations stop being noted after it."""
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._fetch_blocking, refs, rows)
+        finally:
+            self._in_flight.pop(token, None)
 
     async def fetch(
         self, refs: Sequence[str], entity_rows: Sequence[Mapping[str, Any]]
@@ -264,16 +289,16 @@ class FeastOnlineSource:
         if to_fetch:
             fetch_refs = [r for r in unique_refs if parse_ref(r)[0] in views_to_fetch]
             rows = [dict(r) for r in to_fetch.values()]
-            loop = asyncio.get_running_loop()
-            values, event_ts = await loop.run_in_executor(
-                self._executor, self._fetch_blocking, fetch_refs, rows
+            token, invalidated = self._track_lookup()
+            values, event_ts = await self._lookup(fetch_refs, rows, token)
+            self._store_looked_up(
+                views_to_fetch, features, rows, values, event_ts, now, held, invalidated
             )
-            self._store_looked_up(views_to_fetch, features, rows, values, event_ts, now, held)
         if to_refresh and self._refreshing is None and self._cache.ttl_s > 0:
             refresh_refs = [r for r in unique_refs if parse_ref(r)[0] in views_to_refresh]
             rows = [dict(r) for r in list(to_refresh.values())[:REFRESH_MAX_ROWS]]
             self._refreshing = asyncio.create_task(
-                self._refresh(views_to_refresh, features, refresh_refs, rows)
+                self._refresh(views_to_refresh, features, refresh_refs, rows, self._track_lookup())
             )
         out: dict[str, list[Any]] = {}
         for ref in unique_refs:
@@ -299,7 +324,9 @@ class FeastOnlineSource:
         held: dict[str, dict[EntityKey, CachedEntity]] | None,
         skip: set[tuple[str, EntityKey]] | frozenset[tuple[str, EntityKey]] = frozenset(),
     ) -> None:
-        """Cache what a lookup at ``now`` returned (and note it in ``held``)."""
+        """Cache what a lookup at ``now`` returned (and note it in ``held``), except the
+        entities in ``skip`` (invalidated while it ran: still noted in ``held``, since
+        the batch that asked is served what it asked for)."""
         ttl = self._cache.ttl_s
         expires, refresh_at = now + ttl, now + ttl / 2
         for view in views:
@@ -307,8 +334,6 @@ class FeastOnlineSource:
             for i, row in enumerate(rows):
                 key = tuple(row.get(k) for k in join_keys)
                 if held is not None and key in held[view]:
-                    continue
-                if (view, key) in skip:
                     continue
                 entry = CachedEntity(
                     expires,
@@ -318,7 +343,8 @@ class FeastOnlineSource:
                 )
                 if held is not None:
                     held[view][key] = entry
-                self._cache.put(view, key, entry)
+                if (view, key) not in skip:
+                    self._cache.put(view, key, entry)
 
     async def _refresh(
         self,
@@ -326,30 +352,23 @@ class FeastOnlineSource:
         features: Mapping[str, list[str]],
         refs: list[str],
         rows: list[dict[str, Any]],
+        tracked: tuple[int, set[tuple[str, EntityKey]]],
     ) -> None:
         """Look ``rows`` up again in the background and cache the answer, except for the
-        entities invalidated meanwhile. A failure only logs: the entries then expire at
-        their TTL and the next batch that needs them looks them up itself."""
+        entities invalidated since the refresh was decided (``tracked``). A failure only
+        logs: the entries then expire at their TTL and the next batch that needs them looks
+        them up itself."""
         try:
             started = self._cache.clock()
-            loop = asyncio.get_running_loop()
-            values, event_ts = await loop.run_in_executor(
-                self._executor, self._fetch_blocking, refs, rows
-            )
+            token, invalidated = tracked
+            values, event_ts = await self._lookup(refs, rows, token)
             self._store_looked_up(
-                views,
-                features,
-                rows,
-                values,
-                event_ts,
-                started,
-                None,
-                self._invalidated_in_refresh,
+                views, features, rows, values, event_ts, started, None, invalidated
             )
         except Exception as exc:  # noqa: BLE001 - informative; the TTL still bounds staleness
             log.warning("background refresh of %d entities failed: %r", len(rows), exc)
         finally:
-            self._invalidated_in_refresh = set()
+            self._in_flight.pop(tracked[0], None)  # cancelled before it started, too
             self._refreshing = None
 
     def last_event_timestamps(self) -> dict[str, list[float | None]]:

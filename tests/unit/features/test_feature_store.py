@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,4 +371,51 @@ async def test_entries_past_half_their_ttl_are_served_and_refreshed_in_the_backg
         await source.fetch(REFS, rows)
         assert asked[3] == sum(1 for r in {tuple(r.items()) for r in rows} if r[0][1] == user)
     finally:
+        source.close()
+
+
+async def test_an_entity_invalidated_during_a_batch_lookup_is_not_cached_from_it(
+    applied_repo: Any,
+) -> None:
+    """The race of a lookup in flight: the feature worker writes an entity and its
+    invalidation arrives while a batch's lookup of that entity is still running. The
+    answer may predate the write: the batch that asked is served it, but it must not be
+    cached, or every later batch is served the old value for up to the TTL."""
+    store = open_store(applied_repo.path, applied_repo.online)
+    clock = Clock()
+    source = FeastOnlineSource(store, cache_ttl_s=10, cache_max_entities=1000, clock=clock)
+    started, release = threading.Event(), threading.Event()
+    asked: list[int] = []
+    blocking = source._fetch_blocking
+
+    def held_up(refs: list[str], rows: list[dict[str, Any]]) -> Any:
+        asked.append(len(rows))
+        answer = blocking(refs, rows)  # read before the write lands
+        started.set()
+        assert release.wait(10), "the test never released the lookup"
+        return answer
+
+    source._fetch_blocking = held_up  # type: ignore[method-assign]
+    try:
+        rows = _rows(applied_repo, 40)
+        user, other = rows[0]["user_id"], rows[1]["user_id"]
+        lookup = asyncio.create_task(source.fetch(REFS, rows))
+        # the lookup thread is blocked, the event loop is free
+        assert await asyncio.to_thread(started.wait, 10), "the lookup never started"
+        source.invalidate([{"user_id": user}])  # the write happened meanwhile
+        release.set()
+        values = await lookup
+        assert values["user_stats:avg_amount_30d"][0] is not None, "the batch was served"
+        assert source.cache.get("user_stats", (user,), clock.now) is None, (
+            "an entity invalidated while its lookup ran is not cached from that lookup"
+        )
+        assert source.cache.get("user_stats", (other,), clock.now) is not None
+        assert not source._in_flight, "nothing is tracked once the lookup is done"
+
+        await source.fetch(REFS, rows)
+        assert asked[1] == sum(1 for r in {tuple(r.items()) for r in rows} if r[0][1] == user), (
+            "the next batch looks the invalidated entity up again, and only it"
+        )
+    finally:
+        release.set()
         source.close()

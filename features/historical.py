@@ -24,6 +24,7 @@ API. ``tests/unit/features/test_historical.py`` checks both paths give the same 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -92,13 +93,29 @@ def _utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
 
 
+def _read_parquet(path: str, columns: list[str], attempts: int = 5) -> pd.DataFrame:
+    """The file as it is between two writes: Feast's file store rewrites it in place (not
+    atomically) on every push of a running feature worker, so a read that meets a write
+    half done is tried again."""
+    import pyarrow
+
+    for attempt in range(attempts):
+        try:
+            return pd.read_parquet(path, columns=columns)
+        except (pyarrow.ArrowInvalid, OSError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _join_view(entities: pd.DataFrame, read: _ViewRead) -> pd.DataFrame:
     """``entities`` (sorted by time, with ``_ROW``) as-of joined with one view's rows."""
     stamp, created = "__stamp", "__created"
     columns = [*read.keys, read.timestamp_field, *read.features]
     if read.created_field:
         columns.append(read.created_field)
-    rows = pd.read_parquet(read.path, columns=list(dict.fromkeys(columns)))
+    rows = _read_parquet(read.path, list(dict.fromkeys(columns)))
     rows = rows.rename(columns={read.timestamp_field: stamp, **read.keys})
     rows[stamp] = _utc(rows[stamp])
     rows = rows.dropna(subset=[stamp])

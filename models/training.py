@@ -11,6 +11,7 @@ Deterministic: the same data, seed and code give the same model and metrics.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -498,16 +499,24 @@ def bootstrap_example(
     snapshot), and trains + registers ``fraud`` (on ``config``, by default the example's
     ``fraud_v2``) only if the registry has no such model. Returns the new manifest, or
     None when a model already existed.
+
+    One bootstrap at a time per repo (an exclusive lock in ``repo_path/data``): scoring
+    workers started together on a shared data volume (compose's ``--scale worker=N``)
+    would otherwise generate, apply and train over each other; the later ones wait, then
+    find the data and the model there.
     """
     repo_path = Path(repo_path).resolve()
     data_dir = repo_path / "data"
-    try:
-        data = offline_data_from_dir(data_dir)
-    except FileNotFoundError:
-        data = generate_offline_data(data_dir, seed=seed)
-    apply_repo(repo_path, online)
-    store = open_store(repo_path, online)
-    materialize(store, end=max(datetime.now(UTC), data.end), start=data.start)
-    if "fraud" in registry.list_models():
-        return None
-    return train_model(store, data, registry, name="fraud", seed=seed, config=config)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / ".bootstrap.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        try:
+            data = offline_data_from_dir(data_dir)
+        except FileNotFoundError:
+            data = generate_offline_data(data_dir, seed=seed)
+        apply_repo(repo_path, online)
+        store = open_store(repo_path, online)
+        materialize(store, end=max(datetime.now(UTC), data.end), start=data.start)
+        if "fraud" in registry.list_models():
+            return None
+        return train_model(store, data, registry, name="fraud", seed=seed, config=config)

@@ -121,3 +121,26 @@ def test_the_feast_path_keeps_every_entity_row_in_order(repo_with_corrections: P
     kept = via_feast["user_stats__txn_count_7d"].notna()
     assert kept.sum() > 200
     pd.testing.assert_frame_equal(_comparable(via_feast[kept]), _comparable(fast[kept]))
+
+
+def test_a_read_that_meets_a_write_half_done_is_tried_again(tmp_path: Path) -> None:
+    """Feast's file store rewrites the offline file in place on each push of a running
+    feature worker; `streamscore train` beside it reads the file as it is between writes."""
+    import threading
+
+    from features.historical import _read_parquet
+
+    frame = pd.DataFrame({"user_id": ["u1", "u2"], "txn_count_1h": [1, 2]})
+    whole = tmp_path / "whole.parquet"
+    frame.to_parquet(whole, index=False)
+    path = tmp_path / "view.parquet"
+    path.write_bytes(whole.read_bytes()[:20])  # what a reader sees mid-write
+    timer = threading.Timer(0.1, lambda: path.write_bytes(whole.read_bytes()))
+    timer.start()
+    try:
+        pd.testing.assert_frame_equal(_read_parquet(str(path), ["user_id", "txn_count_1h"]), frame)
+    finally:
+        timer.join()
+    path.write_bytes(b"PAR1")
+    with pytest.raises(Exception, match="(?i)parquet|magic|size"):
+        _read_parquet(str(path), ["user_id"], attempts=2)

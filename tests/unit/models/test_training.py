@@ -114,3 +114,22 @@ async def test_bootstrap_example_is_idempotent(tmp_path: Path) -> None:
         assert values["user_stats:avg_amount_30d"][0] is not None
     finally:
         source.close()
+
+
+def test_bootstraps_started_together_train_once(tmp_path: Path) -> None:
+    """Scoring workers started together on one data volume (compose's --scale) each run
+    the bootstrap: one applies and trains, the others wait and find it done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo, _ = _repo_with_small_data(tmp_path / "repo")
+    registry = ModelRegistry(tmp_path / "registry")
+    quick = TrainingConfig(max_iter=20)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(
+            pool.map(
+                lambda _: bootstrap_example(repo, OnlineStoreConfig(), registry, config=quick),
+                range(2),
+            )
+        )
+    assert sorted(r is None for r in results) == [False, True]
+    assert registry.versions("fraud") == ["1"]

@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from streams.bench.report import (
     percentiles,
     ratios,
     sustained_rate,
+    worst_seconds,
 )
 from streams.codec import decode, encode
 from streams.kafka import client_kwargs, ensure_topics, reader, send_records
@@ -359,6 +360,7 @@ class RunFigures:
     latency_achieved_rate: float | None = None
     latency_events: int = 0
     latency_outcomes: int = 0
+    latency_worst_s: list[list[float]] = field(default_factory=list)
     ended_idle: bool = False
 
 
@@ -517,6 +519,7 @@ class Run:
         )
         lat = latencies_ms(sent_ms, self.collector.received)
         figures.latency = percentiles(lat)
+        figures.latency_worst_s = worst_seconds(sent_ms, self.collector.received)
         figures.latency_rate = round(rate, 1)
         figures.latency_achieved_rate = round(len(records) / send_s, 1) if send_s > 0 else None
         figures.latency_events = len(records)
@@ -595,6 +598,7 @@ async def measure_subject(
         latency_events=lat.latency_events or None,
         latency_outcomes=lat.latency_outcomes or None,
         rss_mb=round(peak_rss / 2**20, 1),
+        latency_worst_s=lat.latency_worst_s,
         notes=notes,
     )
     for key, value in (lat.latency or {}).items():

@@ -43,6 +43,10 @@ class SubjectResult:
     rss_mb: float | None = None
     """Peak resident set of the subject's processes over both runs."""
     processes: int = 1
+    latency_worst_s: list[list[float]] = field(default_factory=list)
+    """The latency run's worst seconds, ``[second, events, p50 ms, max ms]`` each (second
+    counted from the first event sent): tells a one-off stall (one second, and which:
+    0 is the start, a warm-up inside the measured window) from a slow subject."""
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +86,28 @@ def latencies_ms(
             seen.add(event_id)
             out.append(ts - sent_ms[event_id])
     return out
+
+
+def worst_seconds(
+    sent_ms: Mapping[str, float], received: Sequence[tuple[str, float]], k: int = 3
+) -> list[list[float]]:
+    """The ``k`` seconds of sending whose events had the highest latency, worst first:
+    ``[second since the first send, events, p50 ms, max ms]``."""
+    if not sent_ms:
+        return []
+    start = min(sent_ms.values())
+    by_second: dict[int, list[float]] = {}
+    seen: set[str] = set()
+    for event_id, ts in received:
+        if event_id in sent_ms and event_id not in seen:
+            seen.add(event_id)
+            sent = sent_ms[event_id]
+            by_second.setdefault(int((sent - start) // 1000), []).append(ts - sent)
+    rows = [
+        [float(second), float(len(lat)), round(float(np.median(lat)), 1), round(max(lat), 1)]
+        for second, lat in by_second.items()
+    ]
+    return sorted(rows, key=lambda row: -row[3])[:k]
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:

@@ -12,6 +12,7 @@ from streams.bench.report import (
     ratios,
     render_table,
     sustained_rate,
+    worst_seconds,
 )
 from streams.codec import decode, encode
 
@@ -33,6 +34,16 @@ def test_latencies_match_by_event_id_and_count_the_first_outcome() -> None:
     sent = {"a": 1000.0, "b": 1010.0}
     received = [("a", 1005.0), ("b", 1030.0), ("a", 1100.0), ("probe", 999.0)]
     assert latencies_ms(sent, received) == [5.0, 20.0]
+
+
+def test_worst_seconds_show_when_a_one_off_stall_happened() -> None:
+    # 200 events/s for 3 s; the events sent in second 1 met a 900 ms stall.
+    sent = {f"e{i}": 1000.0 + i * 5 for i in range(600)}
+    received = [(e, t + (900.0 if 2200 <= t < 2400 else 30.0)) for e, t in sent.items()]
+    worst = worst_seconds(sent, received + [("e0", 9999.0)], k=2)  # a redelivery: ignored
+    assert worst[0] == [1.0, 200.0, 30.0, 900.0], "second 1: a stall of 40 of its events"
+    assert worst[1][1:] == [200.0, 30.0, 30.0]
+    assert worst_seconds({}, []) == []
 
 
 def test_percentiles_of_nothing_are_none_not_zero() -> None:

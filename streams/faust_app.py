@@ -42,11 +42,16 @@ def faust_credentials(security: KafkaSecurity) -> Any:
 def make_app(settings: Settings, app_id: str) -> faust.App:
     """A Faust app on the configured cluster; at-least-once settings, short group timing."""
     faust_fixes.apply()
+    # One directory per app id (a role's group): workers of a role on one host share it,
+    # each opening the RocksDB of the partitions it holds (Faust retries a locked one).
+    datadir = settings.home / "tables" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(kafka_security(settings)),
-        store="memory://",
+        store=f"{settings.table_store}://",
+        datadir=datadir,
         autodiscover=False,
         web_enabled=False,
         # The assignor leader topic is a Faust-internal extra that streamscore never uses.

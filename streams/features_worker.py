@@ -292,6 +292,11 @@ def build_features_app(
         # The changelog partition follows the key, as feature-events' does (same
         # partitioner, same partition count), not the partition of the current event.
         use_partitioner=True,
+        # In memory whatever ``table_store`` says: faust-streaming 0.15.3's RocksDB store
+        # takes a write's partition from the current event (``stores/rocksdb.py`` _set),
+        # which a batch's or the expiry timer's writes do not have. The state is bounded
+        # by the views' windows (a day of observations per active entity).
+        store="memory://",
     )
     aggregator = FeatureAggregator(
         views, writer, table, settings.feature_lateness_s, settings.feature_push_retry_max_s

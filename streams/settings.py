@@ -407,6 +407,14 @@ class Settings(BaseSettings):
     1 day). It must outlast a worker's restore, or a restore that read the entry could
     miss its deletion."""
 
+    table_store: Literal["rocksdb", "memory"] = "rocksdb"
+    """Where the feedback worker keeps its label-join table. ``rocksdb``: files under
+    ``<home>/tables/<app id>`` (Faust's RocksDB store through ``rocksdict``): memory stays
+    bounded whatever the join holds, and a worker restarted on the same host replays only
+    the changelog written since it last ran. ``memory``: everything in RAM (about 2 KB per
+    prediction awaiting its label: 1,000 events/s for a day is 170 GB) and every start
+    replays the whole changelog. (The feature worker's table stays in memory.)"""
+
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust's ``processing_guarantee``. ``exactly_once`` is NOT exactly-once for the
     scoring worker with faust-streaming 0.15.3 (README, Delivery guarantees): its outputs

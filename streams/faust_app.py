@@ -39,8 +39,9 @@ def faust_credentials(security: KafkaSecurity) -> Any:
     return None
 
 
-def make_app(settings: Settings, app_id: str) -> faust.App:
-    """A Faust app on the configured cluster; at-least-once settings, short group timing."""
+def make_app(settings: Settings, app_id: str, table_store: str | None = None) -> faust.App:
+    """A Faust app on the configured cluster; at-least-once settings, short group timing.
+    Its tables live in ``table_store`` (default: the ``table_store`` setting)."""
     faust_fixes.apply()
     # One directory per app id (a role's group): workers of a role on one host share it,
     # each opening the RocksDB of the partitions it holds (Faust retries a locked one).
@@ -50,7 +51,7 @@ def make_app(settings: Settings, app_id: str) -> faust.App:
         app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(kafka_security(settings)),
-        store=f"{settings.table_store}://",
+        store=f"{table_store or settings.table_store}://",
         datadir=datadir,
         autodiscover=False,
         web_enabled=False,

@@ -277,7 +277,11 @@ def build_features_app(
     ready: Path | None,
     health: Health | None = None,
 ) -> faust.App:
-    app = make_app(settings, f"{settings.group_id}-features")
+    # Its table in memory whatever ``table_store`` says: faust-streaming 0.15.3's RocksDB
+    # store takes a write's partition from the current event (``stores/rocksdb.py``
+    # ``_set``), which a batch's or the expiry timer's writes do not have. The state is
+    # bounded by the views' windows (a day of observations per active entity).
+    app = make_app(settings, f"{settings.group_id}-features", table_store="memory")
     events = raw_topic(app, settings.topic("events"), settings.partitions)
     observations = raw_topic(
         app, settings.topic("feature_events"), settings.partitions, internal=True
@@ -292,11 +296,6 @@ def build_features_app(
         # The changelog partition follows the key, as feature-events' does (same
         # partitioner, same partition count), not the partition of the current event.
         use_partitioner=True,
-        # In memory whatever ``table_store`` says: faust-streaming 0.15.3's RocksDB store
-        # takes a write's partition from the current event (``stores/rocksdb.py`` _set),
-        # which a batch's or the expiry timer's writes do not have. The state is bounded
-        # by the views' windows (a day of observations per active entity).
-        store="memory://",
     )
     aggregator = FeatureAggregator(
         views, writer, table, settings.feature_lateness_s, settings.feature_push_retry_max_s

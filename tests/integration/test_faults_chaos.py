@@ -1,6 +1,7 @@
 """Slow fault rows (marked ``chaos``: `make chaos` runs them, `make test` does not):
-the broker restarted under load, a rebalance 1 -> 2 -> 1 under load, and a model whose
-file is corrupted on the worker's disk. Each reconciled by event id against Apache Kafka.
+the broker restarted under load, a rebalance 1 -> 2 -> 1 under load, a model whose
+file is corrupted on the worker's disk, a slow Redis and a slow downstream (a produce
+quota on the worker). Each reconciled by event id against Apache Kafka.
 
 Recovery time here is the longest pause between two consecutive predictions while
 events flowed: how long scoring stood still because of the fault.

@@ -62,6 +62,7 @@ from streams.codec import decode, decode_event, encode
 from streams.contract import validate_with_schema
 from streams.errors import ContractViolation, PipelineError
 from streams.faust_app import (
+    changelog_topic_configs,
     make_app,
     mark_ready_on_rebalance,
     raw_topic,
@@ -296,6 +297,7 @@ def build_features_app(
         # The changelog partition follows the key, as feature-events' does (same
         # partitioner, same partition count), not the partition of the current event.
         use_partitioner=True,
+        extra_topic_configs=changelog_topic_configs(settings),
     )
     aggregator = FeatureAggregator(
         views, writer, table, settings.feature_lateness_s, settings.feature_push_retry_max_s

@@ -396,7 +396,7 @@ class Settings(BaseSettings):
     recognise redeliveries); waiting entries keep ``label_join_retention_s``."""
 
     changelog_segment_s: float = Field(default=600, gt=0)
-    """``segment.ms`` of the Faust tables' changelog topics (the feedback join), set when
+    """``segment.ms`` of the Faust tables' changelog topics (the feedback join, the feature worker), set when
     Faust creates them. Compaction never cleans a log's open segment: with Kafka's default
     (7 days) a restarted worker replayed every update of the week; a segment rolled this
     often leaves about one record per live key plus this long's updates to replay."""

@@ -16,12 +16,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from models.registry import ModelRegistry
 from models.rollout import RolloutState
 from streams import stack
+from streams.audit import AuditReport, TopicRecord
 from streams.cli.produce import produce_records
 from streams.codec import decode
 from streams.control import publish_state, wait_for_acks
@@ -166,6 +168,33 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+async def peak_rss_until(done: asyncio.Task[Any], pid: int, peak: float) -> float:
+    """The highest RSS of ``pid`` (MB, sampled every 0.5 s) until ``done`` ends."""
+    while not done.done():
+        peak = max(peak, rss_mb(pid))
+        await asyncio.sleep(0.5)
+    await done
+    return peak
+
+
+async def reconciled_bounded_drained(
+    settings: Settings, expected: int, growth_mb: float, fault: str, drain_s: float
+) -> tuple[AuditReport, list[TopicRecord]]:
+    """Every id reconciled, RSS growth under the chaos bound, and the committed lag back
+    to 0 within ``drain_s``: what each slow-dependency row asserts after its fault."""
+    report, predictions, _ = await reconcile_all(settings, expected=expected, timeout_s=180)
+    assert report.events == expected
+    assert report.reconciled, report.as_dict()
+    assert growth_mb < MEMORY_BOUND_MB, f"RSS grew {growth_mb:.0f} MB under {fault}"
+    lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
+    deadline = time.monotonic() + drain_s
+    while any(v for v in lag.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
+    assert all(v == 0 for v in lag.values()), f"lag did not drain: {lag}"
+    return report, predictions
+
+
 async def test_slow_redis_keeps_memory_bounded_and_lag_drains(
     settings_factory: Callable[..., Settings],
     worker_factory: Callable[..., stack.StackState],
@@ -183,23 +212,10 @@ async def test_slow_redis_keeps_memory_bounded_and_lag_drains(
     pause = ["redis-cli", "-p", port, "CLIENT", "PAUSE", str(int(PAUSE_S * 1000)), "ALL"]
     await asyncio.to_thread(subprocess.run, pause, check=True)
     paused_at = time.time()
-    peak = baseline
-    while not producing.done():
-        peak = max(peak, rss_mb(pid))
-        await asyncio.sleep(0.5)
-    await producing
-
-    report, predictions, dead = await reconcile_all(settings, expected=len(records), timeout_s=180)
-    assert report.events == len(records)
-    assert report.reconciled, report.as_dict()
-    growth = peak - baseline
-    assert growth < MEMORY_BOUND_MB, f"RSS grew {growth:.0f} MB under a slow Redis"
-    lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
-    deadline = time.monotonic() + 30
-    while any(v for v in lag.values()) and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
-    assert all(v == 0 for v in lag.values()), f"lag did not drain: {lag}"
+    peak = await peak_rss_until(producing, pid, baseline)
+    report, predictions = await reconciled_bounded_drained(
+        settings, len(records), peak - baseline, "a slow Redis", drain_s=30
+    )
     flagged = sum(
         decode(p.value or b"{}")["fallback"] == "features_unavailable" for p in predictions
     )
@@ -381,25 +397,13 @@ async def test_slow_downstream_keeps_memory_bounded_loses_nothing_and_drains(
     finally:
         await asyncio.to_thread(client_quota, settings, WORKER_CLIENT_ID, None)
     lifted = time.monotonic()
-    while not producing.done():
-        peak = max(peak, rss_mb(pid))
-        await asyncio.sleep(0.5)
-    await producing
-
-    report, predictions, dead = await reconcile_all(settings, expected=len(records), timeout_s=180)
-    assert report.events == len(records)
-    assert report.reconciled, report.as_dict()
     assert sum(v or 0 for v in lag_throttled.values()) > 400, (
         f"the quota did not slow the worker: {lag_throttled}"
     )
-    growth = peak - baseline
-    assert growth < MEMORY_BOUND_MB, f"RSS grew {growth:.0f} MB under a slow downstream"
-    lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
-    deadline = time.monotonic() + 60
-    while any(v for v in lag.values()) and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        lag = await committed_lag(settings, settings.group_id, settings.topic("events"))
-    assert all(v == 0 for v in lag.values()), f"lag did not drain: {lag}"
+    peak = await peak_rss_until(producing, pid, peak)
+    report, predictions = await reconciled_bounded_drained(
+        settings, len(records), peak - baseline, "a slow downstream", drain_s=60
+    )
     drained_s = time.monotonic() - lifted
     record_row(
         FaultRow(

@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     else of the YAML is ever overridden."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis used as the Feast online store when ``online_store`` is ``redis``."""
+    """Redis used as the Feast online store when ``online_store`` is ``redis``; unset:
+    ``redis://127.0.0.1:<redis_port>/0``, the Redis ``up --online-store redis`` starts."""
 
     feature_repo: Path = Path("feature_repo")
     """The Feast repository (feature_store.yaml and definitions)."""
@@ -396,10 +397,11 @@ class Settings(BaseSettings):
     recognise redeliveries); waiting entries keep ``label_join_retention_s``."""
 
     changelog_segment_s: float = Field(default=600, gt=0)
-    """``segment.ms`` of the Faust tables' changelog topics (the feedback join, the feature worker), set when
-    Faust creates them. Compaction never cleans a log's open segment: with Kafka's default
-    (7 days) a restarted worker replayed every update of the week; a segment rolled this
-    often leaves about one record per live key plus this long's updates to replay."""
+    """``segment.ms`` of the Faust tables' changelog topics (the feedback join, the feature
+    worker), set when Faust creates them. Compaction never cleans a log's open segment: with
+    Kafka's default (7 days) a restarted worker replayed every update of the week; a segment
+    rolled this often leaves about one record per live key plus this long's updates to
+    replay."""
 
     changelog_tombstone_retention_s: float = Field(default=3600, gt=0)
     """``delete.retention.ms`` of those changelogs: how long the tombstone of a deleted
@@ -484,6 +486,14 @@ class Settings(BaseSettings):
             if data.get("broker", "kafka") == "kafka":
                 port = data.get("kafka_port", cls.model_fields["kafka_port"].default)
                 data = data | {"bootstrap_servers": f"127.0.0.1:{port}"}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_redis(cls, data: Any) -> Any:
+        """Without an explicit URL, talk to the Redis ``up`` starts on ``redis_port``."""
+        if isinstance(data, dict) and not data.get("redis_url") and data.get("redis_port"):
+            data = data | {"redis_url": f"redis://127.0.0.1:{data['redis_port']}/0"}
         return data
 
     @property

@@ -70,3 +70,14 @@ def test_the_topic_prefix_prefixes_the_consumer_group() -> None:
     tickets = Settings(topic_prefix="tickets.")
     assert (tickets.group_id, tickets.topic("events")) == ("tickets.streamscore", "tickets.events")
     assert Settings(topic_prefix="t.", consumer_group="eta").group_id == "t.eta"
+
+
+def test_the_local_redis_url_follows_redis_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `up --online-store redis` starts Redis on redis_port: an unset URL must point there.
+    monkeypatch.setenv("STREAMSCORE_REDIS_PORT", "26479")
+    assert Settings().redis_url == "redis://127.0.0.1:26479/0"
+    monkeypatch.setenv("STREAMSCORE_REDIS_URL", "redis://cache.internal:6380/2")
+    assert Settings().redis_url == "redis://cache.internal:6380/2"
+    monkeypatch.delenv("STREAMSCORE_REDIS_PORT")
+    monkeypatch.delenv("STREAMSCORE_REDIS_URL")
+    assert Settings().redis_url == "redis://127.0.0.1:6379/0"

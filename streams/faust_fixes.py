@@ -61,9 +61,10 @@ integration tests will say.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import Generator, Mapping, MutableMapping, MutableSequence, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -94,6 +95,8 @@ _PATCHED = (
     (faust_recovery.Recovery, "on_recovery_completed"),
     (aiokafka_client.AIOKafkaClient, "_metadata_update"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records"),
+    (faust_consumer.Consumer, "_drain_messages"),
+    (faust_consumer.Consumer, "on_buffer_drop"),
 )
 
 
@@ -247,6 +250,8 @@ _original_wait_next_records = faust_consumer.Consumer._wait_next_records
 async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
     """Faust's fetch, then the gaps the broker's records stepped over, per partition of
     an acked topic: what lets the strict head rule pass offsets that hold no record."""
+    if await _held_back_by_full_buffers(self, timeout):
+        return {}, self._get_active_partitions()
     seeks = _count(self, "_streamscore_seeks")
     records, active = await _original_wait_next_records(self, timeout)
     acking = self.app.topics.acks_enabled_for
@@ -272,6 +277,45 @@ async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # n
             if gaps:
                 self._gap[tp].merge_overlaps()
     return records, active
+
+
+def _buffer_dropped(consumer: Any) -> asyncio.Event:
+    event: asyncio.Event | None = consumer.__dict__.get("_streamscore_buffer_dropped")
+    if event is None:
+        event = consumer.__dict__["_streamscore_buffer_dropped"] = asyncio.Event()
+    return event
+
+
+_original_on_buffer_drop = faust_consumer.Consumer.on_buffer_drop
+
+
+def _on_buffer_drop(self: Any, tp: TP) -> None:
+    """Faust's: a partition held back by its full stream buffer is fetched again; and the
+    fetch loop waiting in :func:`_held_back_by_full_buffers` is woken."""
+    _original_on_buffer_drop(self, tp)
+    _buffer_dropped(self).set()
+
+
+async def _held_back_by_full_buffers(consumer: Any, timeout: float) -> bool:  # noqa: ASYNC109
+    """Wait, up to ``timeout``, while every partition is held back by a full stream
+    buffer; True if they still are.
+
+    Faust stops fetching a partition whose stream buffer is under high pressure
+    (``stream_buffer_maxsize`` / 1.25 events) until it drops to 40 %; with no partition
+    left to fetch, its ``_wait_next_records`` sleeps a whole second. An agent drains a
+    buffer in a fraction of that and then waits for input: the saturated scoring worker
+    stalled about 500 ms every 2.7 s (per-batch trace, 60,000-event backlog). Here the
+    fetch resumes as soon as a buffer drops (:func:`_on_buffer_drop`).
+    """
+    if consumer.app.client_only or not consumer.flow_active:
+        return False
+    if not consumer._buffered_partitions or consumer._get_active_partitions():
+        return False
+    dropped = _buffer_dropped(consumer)
+    dropped.clear()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(dropped.wait(), timeout)
+    return not consumer._get_active_partitions()
 
 
 def _deliver_below_read_offset(consumer: Any, records: Mapping[Any, Any]) -> None:
@@ -479,6 +523,142 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
+class _Continue:
+    """The rest of a coroutine that was stepped once by hand and suspended on
+    ``yielded``: awaiting this resumes it exactly where it stopped (what ``yield from``
+    does with its first value already fetched)."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Any, yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self.coro, self.yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation, thrown in by the task
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _finish(coro: Any, yielded: Any) -> Any:
+    return await _Continue(coro, yielded)
+
+
+async def _deliver(consumer: Any, callback: Any, message: Any) -> None:
+    """Hand ``message`` to Faust's consumer callback, as ``_drain_messages`` does with
+    ``wait_first(callback(message), suspend_flow.wait())``, without a task per message
+    when the callback does not wait.
+
+    ``wait_first`` wraps the callback, the flow-suspension wait and the service's stopped
+    and crashed waits in four tasks and an ``asyncio.wait`` for every record: 30 % of the
+    scoring worker's loop at saturation (py-spy, ``wait_first`` 22.5 %, the cancelled
+    ``Event.wait`` tasks 7.3 %). The callback only waits when a stream's buffer is full
+    or flow control is paused; otherwise it puts the event in the buffer and returns, and
+    in ``wait_first`` that first step would have run before anything else too. So the
+    callback is stepped once here; only if it waits is the rest raced against suspension
+    and shutdown by ``wait_first``, exactly as before.
+    """
+    coro = callback(message)
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    await consumer.wait_first(_finish(coro, yielded), consumer.suspend_flow.wait())
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover
+    """Faust's ``Consumer._drain_messages`` (0.15.3) with one change: each record is
+    handed over by :func:`_deliver` instead of ``wait_first`` (the loop's own comments
+    and flags are Faust's)."""
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = getmany(timeout=1.0)
+
+            # Sleeping because sometimes getmany is called in a loop
+            # never releasing to the event loop
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        # We have a gap in income messages
+                        if gap > 1 and r_offset:
+                            acks_enabled = acks_enabled_for(message.topic)
+                            if acks_enabled:
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        await _deliver(self, callback, message)
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                unset_flag(flag_consumer_fetching)
+
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
 #: The longest pause between two failed metadata updates (Kafka's own clients default
 #: ``reconnect.backoff.max.ms`` to 1 s); the first pause is the client's
 #: ``retry_backoff_ms`` (100 ms), doubled after each failure, with 20 % jitter.
@@ -544,5 +724,7 @@ def apply() -> None:
     faust_recovery.Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
     aiokafka_client.AIOKafkaClient._metadata_update = _metadata_update  # type: ignore[method-assign]
     faust_aiokafka.AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
+    faust_consumer.Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+    faust_consumer.Consumer.on_buffer_drop = _on_buffer_drop  # type: ignore[method-assign]
     _APPLIED = True
     log.debug("faust offset bookkeeping patched (streams.faust_fixes)")

@@ -1,11 +1,12 @@
 """Publishing without stalling: a bounded window of batches in flight, acked in order.
 
 In: the outbound records of one micro-batch (:class:`streams.pipeline.Outbound`) and a
-callback that acks the batch's source events. Out: the records enqueued on the
-producer at once (the next batch is processed while the broker acknowledges this
-one), and the callback run once the broker acknowledged every record of the batch and
-of every batch submitted before it: an offset is committed only once its outcome is
-durable (at-least-once), and batches settle in the order they were consumed.
+callback that acks the batch's source events. Out: the records handed to the producer
+in order by the window's own task (the next batch is processed while the producer takes
+this one and the broker acknowledges it), and the callback run once the broker
+acknowledged every record of the batch and of every batch submitted before it: an
+offset is committed only once its outcome is durable (at-least-once), and batches settle
+in the order they were consumed.
 
 A record the broker refused is sent again with back-off, forever: giving up would ack
 an event that has no outcome. While the broker is away the window fills and
@@ -194,6 +195,13 @@ class PublishWindow:
 
     Call :meth:`run` in a task beside the consuming loop; :meth:`submit` each batch;
     :meth:`drain` before offsets must be final (shutdown).
+
+    :meth:`submit` only queues a batch: :meth:`run` hands the batches to the producer in
+    order and, beside that, settles them in order. Handing a batch to aiokafka waits
+    until the partition's previous batch was taken by its sender, which waits for the
+    broker to acknowledge the request before (one produce request in flight per broker);
+    inside ``submit`` that wait held the agent for 10 ms of every 45 ms batch cycle at
+    saturation (per-batch trace), with the broker's round trip on the critical path.
     """
 
     def __init__(
@@ -214,15 +222,18 @@ class PublishWindow:
         self._send_many = send_many
         self._topics = dict(topics)
         self._slots = asyncio.Semaphore(max_batches)
+        self._unsent: asyncio.Queue[tuple[list[Record], Callable[[], Awaitable[None]]]] = (
+            asyncio.Queue()
+        )
         self._pending: asyncio.Queue[_Batch] = asyncio.Queue()
         self._retry_max_s = retry_max_s
 
     async def submit(
         self, outbound: Sequence[Outbound], on_durable: Callable[[], Awaitable[None]]
     ) -> None:
-        """Enqueue ``outbound`` on the producer; ``on_durable`` runs once all are acked.
+        """Queue ``outbound`` for the producer; ``on_durable`` runs once all are acked.
 
-        Waits while the window is full. Returns before the broker acknowledged anything.
+        Waits while the window is full. Returns before the records reach the producer.
         """
         await self._slots.acquire()
         metrics.PUBLISH_IN_FLIGHT.inc()
@@ -230,10 +241,25 @@ class PublishWindow:
         records: list[Record] = [
             (topics[o.destination], o.key, o.value, o.headers) for o in outbound
         ]
-        self._pending.put_nowait(_Batch(await self._send_many(records), on_durable))
+        self._unsent.put_nowait((records, on_durable))
 
     async def run(self) -> None:
-        """Settle batches in submission order, forever (cancel the task to stop)."""
+        """Send and settle batches in submission order, forever (cancel the task to stop)."""
+        await asyncio.gather(self._send(), self._settle())
+
+    async def _send(self) -> None:
+        while True:
+            records, on_durable = await self._unsent.get()
+            try:
+                try:
+                    sent = await self._send_many(records)
+                except Exception as exc:  # settle() sends them again
+                    sent = [(records, _failed(exc))]
+                self._pending.put_nowait(_Batch(sent, on_durable))
+            finally:
+                self._unsent.task_done()
+
+    async def _settle(self) -> None:
         while True:
             batch = await self._pending.get()
             try:
@@ -246,6 +272,7 @@ class PublishWindow:
 
     async def drain(self) -> None:
         """Return once every submitted batch is acknowledged and its callback ran."""
+        await self._unsent.join()
         await self._pending.join()
 
 

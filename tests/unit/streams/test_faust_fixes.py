@@ -1,6 +1,7 @@
 """The commit rule that keeps at-least-once: never commit past an offset not acked."""
 
 import asyncio
+import collections
 from types import SimpleNamespace
 from typing import Any
 
@@ -329,3 +330,154 @@ async def test_a_fetch_with_no_active_partition_returns_no_record() -> None:
         7,
         8,
     ]
+
+
+class _Service:
+    """What ``_deliver`` and ``_drain_messages`` use of a Faust consumer, on mode's own
+    ``Service.wait_first``."""
+
+    def __init__(self, messages: list[Any], callback: Any) -> None:
+        from mode import Service
+
+        self.service = Service()
+        self._stopped = self.service._stopped
+        self.suspend_flow = asyncio.Event()
+        self.callback = callback
+        self._read_offset: dict[Any, int | None] = collections.defaultdict(lambda: None)
+        self._commit_every = None
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.should_stop = False
+        self.consumer_stopped_errors = ()
+        self.log = SimpleNamespace(dev=lambda *a: None, info=lambda *a: None, exception=print)
+        self._messages = messages
+
+    async def wait_first(self, *coros: Any) -> Any:
+        self.raced = getattr(self, "raced", 0) + 1
+        return await self.service.wait_first(*coros)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109
+        messages, self._messages = self._messages, []
+
+        async def records() -> Any:
+            for message in messages:
+                yield message.tp, message
+            self._stopped.set()  # one fetch, then the loop ends
+
+        return records()
+
+
+def _message(offset: int) -> Any:
+    return SimpleNamespace(tp=("events", 0), topic="events", offset=offset, key=None, value=b"")
+
+
+async def test_the_drain_loop_hands_over_records_without_a_task_per_record() -> None:
+    """Faust's drain loop, patched: a callback that does not wait runs inline (no
+    ``wait_first``: four tasks and an ``asyncio.wait`` per record before); records keep
+    their order and the read offset follows them."""
+    from streams.faust_fixes import _drain_messages
+
+    seen: list[int] = []
+
+    async def callback(message: Any) -> None:
+        seen.append(message.offset)
+
+    consumer = _Service([_message(o) for o in (3, 4, 5)], callback)
+    tasks_before = len(asyncio.all_tasks())
+    await _drain_messages(consumer, SimpleNamespace(_stopped=asyncio.Event()))
+    assert seen == [3, 4, 5]
+    assert consumer._read_offset[("events", 0)] == 5
+    assert not getattr(consumer, "raced", 0)
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_a_waiting_callback_is_finished_as_faust_did_and_gives_way_to_a_suspension() -> None:
+    """A callback that waits (a full stream buffer) is raced against the flow's suspension
+    by ``wait_first``, exactly as Faust did: it finishes where it stopped when the buffer
+    frees, and is cancelled when the flow is suspended first."""
+    from streams.faust_fixes import _deliver
+
+    room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    delivered: list[int] = []
+
+    async def callback(message: Any) -> int:
+        await room  # the buffer is full
+        delivered.append(message.offset)
+        return message.offset
+
+    consumer = _Service([], callback)
+    waiting = asyncio.create_task(_deliver(consumer, callback, _message(7)))
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and consumer.raced == 1
+    room.set_result(None)
+    await asyncio.wait_for(waiting, 1)
+    assert delivered == [7]
+
+    blocked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    cancelled: list[bool] = []
+
+    async def stuck(message: Any) -> None:
+        try:
+            await blocked
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    waiting = asyncio.create_task(_deliver(consumer, stuck, _message(8)))
+    await asyncio.sleep(0.01)
+    consumer.suspend_flow.set()
+    await asyncio.wait_for(waiting, 1)
+    await asyncio.sleep(0)
+    assert cancelled == [True]
+
+
+async def test_a_callback_error_reaches_the_drain_loop_inline_or_after_waiting() -> None:
+    from streams.faust_fixes import _deliver
+
+    async def fails_at_once(message: Any) -> None:
+        raise ValueError("bad")
+
+    async def fails_later(message: Any) -> None:
+        await asyncio.sleep(0.001)
+        raise ValueError("bad later")
+
+    consumer = _Service([], fails_at_once)
+    with pytest.raises(ValueError, match="bad"):
+        await _deliver(consumer, fails_at_once, _message(1))
+    with pytest.raises(ValueError, match="bad later"):
+        await _deliver(consumer, fails_later, _message(2))
+
+
+async def test_a_fetch_held_back_by_full_buffers_resumes_when_one_drops() -> None:
+    """With every partition held back by a full stream buffer, Faust's fetch slept a
+    whole second; patched, Faust's own ``on_buffer_drop`` wakes it at once."""
+    import time
+
+    from faust.transport import consumer as faust_consumer
+
+    from streams import faust_fixes
+
+    faust_fixes.apply()
+    tp = ("events", 0)
+    active: set[Any] = set()
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(client_only=False),
+        flow_active=True,
+        _buffered_partitions={tp},
+        _get_active_partitions=lambda: active,
+    )
+    started = time.monotonic()
+    waiting = asyncio.create_task(faust_fixes._held_back_by_full_buffers(consumer, 5.0))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    faust_consumer.Consumer.on_buffer_drop(consumer, tp)  # what the stream's queue calls
+    assert await asyncio.wait_for(waiting, 1) is False  # not held back any more
+    assert time.monotonic() - started < 0.5
+    assert active == {tp}
+    # Nothing held back: no wait at all.
+    assert (
+        await asyncio.wait_for(faust_fixes._held_back_by_full_buffers(consumer, 5.0), 0.1) is False
+    )

@@ -237,3 +237,50 @@ async def test_send_many_turns_a_producer_error_into_a_failed_future() -> None:
     assert len(sent) == 1 and sent[0][0] == [("p", b"k0", b"v", [])]
     with pytest.raises(ConnectionError):
         await sent[0][1]
+
+
+async def test_submit_does_not_wait_for_the_producer_to_take_the_records() -> None:
+    """aiokafka's ``send_batch`` waits until the partition's previous batch was taken by
+    its sender (one produce request in flight per broker): the agent must not wait with
+    it, and the batches still reach the producer, and settle, in order."""
+    handed: list[list[bytes]] = []
+    gates: list[asyncio.Event] = []
+    acks: list[asyncio.Future[Any]] = []
+
+    async def slow_send_many(records: Any) -> Any:
+        gate = asyncio.Event()
+        gates.append(gate)
+        await gate.wait()  # the producer's sender is busy with the previous request
+        handed.append([r[2] for r in records])
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        acks.append(ack)
+        return [(list(records), ack)]
+
+    window = PublishWindow(None, TOPICS, max_batches=3, retry_max_s=0.01, send_many=slow_send_many)
+    runner = asyncio.create_task(window.run())
+    acked: list[str] = []
+
+    def on_durable(tag: str) -> Any:
+        async def done() -> None:
+            acked.append(tag)
+
+        return done
+
+    await asyncio.wait_for(window.submit(batch("a"), on_durable("a")), 0.1)
+    await asyncio.wait_for(window.submit(batch("b"), on_durable("b")), 0.1)
+    await asyncio.sleep(0.01)
+    assert handed == [], "both submitted while the producer took nothing yet"
+    draining = asyncio.create_task(window.drain())
+    for gate in gates:
+        gate.set()
+    while len(gates) < 2:
+        await asyncio.sleep(0.001)
+        gates[-1].set()
+    await asyncio.sleep(0.01)
+    assert handed == [[b"a-0", b"a-1"], [b"b-0", b"b-1"]]
+    assert not draining.done(), "drain waits for the broker's acknowledgements too"
+    for ack in reversed(acks):
+        ack.set_result(None)
+    await asyncio.wait_for(draining, 1)
+    assert acked == ["a", "b"]
+    runner.cancel()

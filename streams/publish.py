@@ -248,16 +248,24 @@ class PublishWindow:
         await asyncio.gather(self._send(), self._settle())
 
     async def _send(self) -> None:
+        """Hand the queued batches to the producer, all that wait at once: while a
+        produce request is in flight the next batches gather, and go out together
+        (small micro-batches would otherwise cost a broker round trip each)."""
         while True:
-            records, on_durable = await self._unsent.get()
+            queued = [await self._unsent.get()]
+            while not self._unsent.empty():
+                queued.append(self._unsent.get_nowait())
             try:
+                records = [record for batch_records, _ in queued for record in batch_records]
                 try:
                     sent = await self._send_many(records)
                 except Exception as exc:  # settle() sends them again
                     sent = [(records, _failed(exc))]
-                self._pending.put_nowait(_Batch(sent, on_durable))
+                for (_, on_durable), own in zip(queued, _split(queued, sent), strict=True):
+                    self._pending.put_nowait(_Batch(own, on_durable))
             finally:
-                self._unsent.task_done()
+                for _ in queued:
+                    self._unsent.task_done()
 
     async def _settle(self) -> None:
         while True:
@@ -274,6 +282,20 @@ class PublishWindow:
         """Return once every submitted batch is acknowledged and its callback ran."""
         await self._unsent.join()
         await self._pending.join()
+
+
+def _split(queued: Sequence[tuple[list[Record], Any]], sent: list[Sent]) -> list[list[Sent]]:
+    """Per queued batch, its own records of each produce batch, with that batch's future:
+    a batch settles on its records only, and sends only those again if refused."""
+    owner = {id(record): i for i, (records, _) in enumerate(queued) for record in records}
+    own: list[list[Sent]] = [[] for _ in queued]
+    for group, future in sent:
+        parts: dict[int, list[Record]] = {}
+        for record in group:
+            parts.setdefault(owner[id(record)], []).append(record)
+        for i, part in parts.items():
+            own[i].append((part, future))
+    return own
 
 
 async def send_best_effort(

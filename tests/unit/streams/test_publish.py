@@ -284,3 +284,49 @@ async def test_submit_does_not_wait_for_the_producer_to_take_the_records() -> No
     await asyncio.wait_for(draining, 1)
     assert acked == ["a", "b"]
     runner.cancel()
+
+
+async def test_batches_that_wait_for_the_producer_go_out_together_and_settle_apart() -> None:
+    """While one produce request is in flight the next micro-batches gather and are
+    handed over in one call; each still settles on its own records, in order, and a
+    refused produce batch is sent again for the records of its batches only."""
+    calls: list[list[bytes]] = []
+    first = asyncio.Event()
+    futures: list[asyncio.Future[Any]] = []
+
+    async def send_many(records: Any) -> Any:
+        calls.append([r[2] for r in records])
+        if len(calls) == 1:
+            await first.wait()  # the first request is in flight
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        futures.append(future)
+        return [(list(records), future)]
+
+    window = PublishWindow(None, TOPICS, max_batches=4, retry_max_s=0.01, send_many=send_many)
+    runner = asyncio.create_task(window.run())
+    acked: list[str] = []
+
+    def on_durable(tag: str) -> Any:
+        async def done() -> None:
+            acked.append(tag)
+
+        return done
+
+    for tag in "abc":
+        await window.submit(batch(tag, 1), on_durable(tag))
+        await asyncio.sleep(0.01)
+    first.set()
+    await asyncio.sleep(0.01)
+    assert calls == [[b"a-0"], [b"b-0", b"c-0"]], "b and c waited together, went together"
+    futures[1].set_exception(ConnectionError("refused"))  # b's and c's produce batch
+    futures[0].set_result(None)
+    for _ in range(100):
+        for f in futures:
+            if not f.done():
+                f.set_result(None)
+        await asyncio.sleep(0.005)
+        if len(acked) == 3:
+            break
+    assert acked == ["a", "b", "c"]
+    assert sorted(calls[2:]) == [[b"b-0"], [b"c-0"]], "each batch resends its own records"
+    runner.cancel()

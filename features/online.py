@@ -8,18 +8,30 @@ timestamps of the last lookup's rows per feature view (epoch seconds, ``None`` f
 unknown entity) for the feature-age metric: ``last_event_timestamps()``, an optional
 method callers look up with ``getattr``.
 
-``FeastOnlineSource`` makes at most ONE ``get_online_features`` call per batch, for the
-batch's distinct entities that its :class:`EntityCache` does not hold (per feature view,
-keyed by the view's join keys, bounded, with a TTL; :meth:`FeastOnlineSource.invalidate`
-drops entities whose features changed: the streaming-feature writer calls it). An entry
+``FeastOnlineSource`` makes at most one lookup per batch, for the batch's distinct
+entities that its :class:`EntityCache` does not hold (per feature view, keyed by the
+view's join keys, bounded, with a TTL; :meth:`FeastOnlineSource.invalidate` drops
+entities whose features changed: the streaming-feature writer calls it). An entry
 older than half its TTL is still served, and its entity is looked up again in the
 background (refresh-ahead, at most :data:`REFRESH_MAX_ROWS` rows at a time, one refresh
 at a time), so entities that keep coming back never expire in a batch's way: without it,
 the entities seen at warm-up all expired together one TTL later and the batches of that
-second paid for all of them (a burst of misses, measured as the half-load p99). Feast's
-per-row cost is what bounds enrichment (about 1 ms per row on Redis, measured; see
-issue 8's note), so every row not asked for is time won. It runs the call
-on a dedicated single-thread executor: the Feast client is blocking, its
+second paid for all of them (a burst of misses, measured as the half-load p99).
+
+A lookup's per-row cost is what bounds enrichment whenever entities are new, so every
+row not asked for is time won, and a lookup reads as little of Feast as it can: with
+the Feast release the parity tests check, one ``OnlineStore.online_read`` per feature
+view (:mod:`features.online_read`: each view's distinct entities once, plain values,
+sub-second event timestamps); with any other release, or a view that path does not
+serve (an entity-less one, say), one ``get_online_features`` call. Measured on Redis
+with fraud_v2's 4 views and 20 features, every row a miss, batches of 64 and 256 events,
+on a shared 2-core box: ``get_online_features`` about 0.17 ms of CPU per row (5,800-6,000
+rows per CPU-second), ``online_read`` about 0.1 ms (9,800-10,800): 1.7-1.9 times the
+rate. ``online_read`` itself (Feast's Redis code: key serialization, one pipelined HMGET
+per entity and view, protobuf parsing) is about two thirds of what is left (issue 8's
+note, ``notes/s16-feast.md``).
+
+Lookups run on a dedicated single-thread executor: the Feast client is blocking, its
 SQLite online store keeps one connection per store object (opened with
 ``check_same_thread=False`` in Feast 0.67, but a connection is not safe to use
 from two threads at once), and the Redis client is not meant to be shared
@@ -55,7 +67,7 @@ from features.store import describe_store, store_connection_errors
 log = logging.getLogger(__name__)
 
 #: Most entity rows one background refresh asks for: it shares the lookup thread with
-#: the batches' misses, which wait behind it (about 0.1-0.3 ms a row on Redis).
+#: the batches' misses, which wait behind it (about 0.1-0.2 ms a row on Redis).
 REFRESH_MAX_ROWS = 64
 
 __all__ = [

@@ -29,7 +29,7 @@ on a shared 2-core box: ``get_online_features`` about 0.17 ms of CPU per row (5,
 rows per CPU-second), ``online_read`` about 0.1 ms (9,800-10,800): 1.7-1.9 times the
 rate. ``online_read`` itself (Feast's Redis code: key serialization, one pipelined HMGET
 per entity and view, protobuf parsing) is about two thirds of what is left (issue 8's
-note, ``notes/s16-feast.md``).
+note).
 
 Lookups run on a dedicated single-thread executor: the Feast client is blocking, its
 SQLite online store keeps one connection per store object (opened with

@@ -42,7 +42,7 @@ import calendar
 import importlib.metadata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from feast import FeatureStore, FeatureView
@@ -119,11 +119,17 @@ def plain_value(value: Any) -> Any:
     return value
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _stamp(ts: datetime | None) -> float | None:
     # Exactly what the response's Timestamp.FromDatetime keeps (timegm of the UTC time
     # tuple, microseconds as nanos), so both paths give the same float.
     if ts is None:
         return None
+    if ts.tzinfo is UTC:  # what the SQLite and Redis stores return: the same whole seconds
+        delta = ts - _EPOCH
+        return event_ts(delta.days * 86400 + delta.seconds, ts.microsecond * 1000)
     return event_ts(calendar.timegm(ts.utctimetuple()), ts.microsecond * 1000)
 
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from feast import FeatureStore
+from google.protobuf.timestamp_pb2 import Timestamp
 
 import features.online_read
 from features.errors import FeatureStoreUnavailable, UnknownFeatureError
 from features.fraud_data import generate_offline_data
 from features.online import FeastOnlineSource
-from features.online_read import ONLINE_READ_FEAST_VERSIONS, online_read_supported
+from features.online_read import ONLINE_READ_FEAST_VERSIONS, event_ts, online_read_supported
 from features.store import OnlineStoreConfig, open_store
 from tests.online_parity import (
     EXAMPLE_REFS,
@@ -159,3 +160,22 @@ def test_a_store_that_fails_mid_read_is_unavailable_on_both_paths(
             assert err.value.retryable and "no such table" in str(err.value)
         finally:
             source.close()
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        datetime.fromtimestamp(1764690000.999999, tz=UTC),
+        datetime(2026, 3, 1, 14, 0, 0, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 3, 1, 12, 0, 0, 500000),  # naive: UTC, as Feast takes it
+        None,
+    ],
+)
+def test_a_stamp_is_what_the_response_timestamp_keeps(ts: datetime | None) -> None:
+    expected = None
+    if ts is not None:
+        proto = Timestamp()
+        proto.FromDatetime(ts)
+        expected = event_ts(proto.seconds, proto.nanos)
+    assert features.online_read._stamp(ts) == expected

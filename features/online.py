@@ -26,9 +26,9 @@ sub-second event timestamps); with any other release, or a view that path does n
 serve (an entity-less one, say), one ``get_online_features`` call. Measured on Redis
 with fraud_v2's 4 views and 20 features, every row a miss, batches of 64 and 256 events,
 on a shared 2-core box: ``get_online_features`` 5,800-7,500 rows per CPU-second (about
-0.15 ms a row), ``online_read`` 9,800-13,100 (about 0.09 ms): 1.6-1.9 times the rate. ``online_read`` itself (Feast's Redis code: key serialization, one pipelined HMGET
-per entity and view, protobuf parsing) is about two thirds of what is left (issue 8's
-note).
+0.15 ms a row), ``online_read`` 9,800-13,100 (about 0.09 ms): 1.6-1.9 times the rate.
+``online_read`` itself (Feast's Redis code: key serialization, one pipelined HMGET per
+entity and view, protobuf parsing) is about two thirds of what is left (issue 8's note).
 
 Lookups run on a dedicated single-thread executor: the Feast client is blocking, its
 SQLite online store keeps one connection per store object (opened with

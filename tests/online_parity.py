@@ -277,3 +277,29 @@ def assert_same_lookup(
         assert _typed(values[ref]) == _typed(expected_values[ref]), ref
     assert stamps == expected_stamps
     return values, stamps
+
+
+def build_parity_store(
+    dest: Path, online: OnlineStoreConfig, project: str
+) -> tuple[FeatureStore, tuple[list[str], list[str]]]:
+    """The example repo plus the test views under ``dest`` as ``project`` on ``online``:
+    offline data generated, materialized, then the parity rows written. Returns the store
+    and its (users, merchants)."""
+    from features.fraud_data import generate_offline_data
+    from features.store import open_store
+
+    repo = prepare_parity_repo(dest, online, project)
+    data = generate_offline_data(
+        repo / "data",
+        seed=5,
+        n_users=60,
+        n_merchants=12,
+        days=6,
+        end=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    store = open_store(repo, online)
+    materialize_example(store, data.start)
+    users = sorted(pd.read_parquet(data.user_stats)["user_id"].unique())
+    merchants = sorted(pd.read_parquet(data.merchant_stats)["merchant_id"].unique())
+    write_parity_rows(store, users, merchants)
+    return store, (users, merchants)

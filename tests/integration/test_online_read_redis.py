@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from features.fraud_data import generate_offline_data
-from features.store import OnlineStoreConfig, open_store, redis_client
+from features.store import OnlineStoreConfig, redis_client
 from tests.online_parity import (
     EXAMPLE_REFS,
     TYPED_REFS,
     WRITTEN_AT,
     assert_same_lookup,
-    materialize_example,
+    build_parity_store,
     parity_rows,
-    prepare_parity_repo,
-    write_parity_rows,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,21 +35,8 @@ def redis_parity_store(
 ) -> Iterator[tuple[FeatureStore, Any]]:
     base = tmp_path_factory.mktemp("online_read_redis")
     online = OnlineStoreConfig(kind="redis", redis_url=redis_url)
-    repo = prepare_parity_repo(base / "repo", online, PROJECT)
-    data = generate_offline_data(
-        repo / "data",
-        seed=5,
-        n_users=60,
-        n_merchants=12,
-        days=6,
-        end=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    store = open_store(repo, online)
-    materialize_example(store, data.start)
-    users = sorted(pd.read_parquet(data.user_stats)["user_id"].unique())
-    merchants = sorted(pd.read_parquet(data.merchant_stats)["merchant_id"].unique())
-    write_parity_rows(store, users, merchants)
-    yield store, (users, merchants)
+    store, entities = build_parity_store(base / "repo", online, PROJECT)
+    yield store, entities
     # Only this project's keys (the serialized entity key ends with the project name).
     client = redis_client(online)
     keys = list(client.scan_iter(match=f"*{PROJECT}", count=1000))

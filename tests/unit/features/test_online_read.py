@@ -13,14 +13,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 from feast import FeatureStore
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import features.online_read
 from features.errors import FeatureStoreUnavailable, UnknownFeatureError
-from features.fraud_data import generate_offline_data
 from features.online import FeastOnlineSource
 from features.online_read import ONLINE_READ_FEAST_VERSIONS, event_ts, online_read_supported
 from features.store import OnlineStoreConfig, open_store
@@ -28,13 +26,9 @@ from tests.online_parity import (
     EXAMPLE_REFS,
     TYPED_REFS,
     assert_same_lookup,
-    materialize_example,
+    build_parity_store,
     parity_rows,
-    prepare_parity_repo,
-    write_parity_rows,
 )
-
-END = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +36,8 @@ def parity_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fea
     """The example repo plus the test views on SQLite: materialized, then rewritten rows."""
     base = tmp_path_factory.mktemp("online_read")
     online = OnlineStoreConfig(sqlite_path=base / "online.db")
-    repo = prepare_parity_repo(base / "repo", online, "parity")
-    data = generate_offline_data(repo / "data", seed=5, n_users=60, n_merchants=12, days=6, end=END)
-    store = open_store(repo, online)
-    materialize_example(store, data.start)
-    users = sorted(pd.read_parquet(data.user_stats)["user_id"].unique())
-    merchants = sorted(pd.read_parquet(data.merchant_stats)["merchant_id"].unique())
-    write_parity_rows(store, users, merchants)
-    yield store, (users, merchants)
+    store, entities = build_parity_store(base / "repo", online, "parity")
+    yield store, entities
 
 
 def test_example_views_read_the_same_through_online_read(parity_store: Any) -> None:

@@ -39,6 +39,18 @@ class FakeProducer:
                 f.set_result(None)
 
 
+def recorder(acked: list[str]) -> Any:
+    """``on_durable(tag)``: a callback that notes ``tag`` in ``acked`` when it runs."""
+
+    def on_durable(tag: str) -> Any:
+        async def done() -> None:
+            acked.append(tag)
+
+        return done
+
+    return on_durable
+
+
 def batch(tag: str, n: int = 2) -> list[Outbound]:
     return [Outbound("predictions", b"k", f"{tag}-{i}".encode()) for i in range(n)]
 
@@ -48,12 +60,7 @@ async def test_batches_settle_in_order_and_only_once_acknowledged() -> None:
     window = PublishWindow(producer.send, TOPICS, max_batches=3, retry_max_s=0.01)
     runner = asyncio.create_task(window.run())
     acked: list[str] = []
-
-    def on_durable(tag: str) -> Any:
-        async def done() -> None:
-            acked.append(tag)
-
-        return done
+    on_durable = recorder(acked)
 
     await window.submit(batch("a"), on_durable("a"))
     await window.submit(batch("b"), on_durable("b"))
@@ -259,12 +266,7 @@ async def test_submit_does_not_wait_for_the_producer_to_take_the_records() -> No
     window = PublishWindow(None, TOPICS, max_batches=3, retry_max_s=0.01, send_many=slow_send_many)
     runner = asyncio.create_task(window.run())
     acked: list[str] = []
-
-    def on_durable(tag: str) -> Any:
-        async def done() -> None:
-            acked.append(tag)
-
-        return done
+    on_durable = recorder(acked)
 
     await asyncio.wait_for(window.submit(batch("a"), on_durable("a")), 0.1)
     await asyncio.wait_for(window.submit(batch("b"), on_durable("b")), 0.1)
@@ -305,12 +307,7 @@ async def test_batches_that_wait_for_the_producer_go_out_together_and_settle_apa
     window = PublishWindow(None, TOPICS, max_batches=4, retry_max_s=0.01, send_many=send_many)
     runner = asyncio.create_task(window.run())
     acked: list[str] = []
-
-    def on_durable(tag: str) -> Any:
-        async def done() -> None:
-            acked.append(tag)
-
-        return done
+    on_durable = recorder(acked)
 
     for tag in "abc":
         await window.submit(batch(tag, 1), on_durable(tag))

@@ -1,4 +1,5 @@
-"""Fixes to faust-streaming 0.15.3's offset bookkeeping that at-least-once depends on.
+"""Fixes to faust-streaming 0.15.3's offset bookkeeping that at-least-once depends on,
+and to its per-record cost.
 
 They replace private Faust methods, so :func:`apply` refuses a faust-streaming version
 they were not tested with (:data:`TESTED_FAUST_VERSIONS`): run
@@ -56,6 +57,12 @@ seeks first and resumes after (:func:`_seek_then_resume`), and a fetch that star
 the read offset is delivered, not dropped (:func:`_deliver_below_read_offset`): at worst
 a duplicate, never a loss. Remove this module once faust-streaming ships fixes; the
 integration tests will say.
+
+Two patches are for speed, measured with ``streamscore bench`` (BENCHMARKS.md): the drain
+loop hands a record to its stream without a task per record unless the stream's buffer is
+full (:func:`_deliver`, in a copy of ``_drain_messages``), and a fetch held back by full
+stream buffers resumes as soon as one drops, not a second later
+(:func:`_held_back_by_full_buffers`).
 """
 
 from __future__ import annotations

@@ -587,7 +587,7 @@ async def _deliver(consumer: Any, callback: Any, message: Any) -> None:
     await consumer.wait_first(_finish(coro, yielded), consumer.suspend_flow.wait())
 
 
-async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover
+async def _drain_messages(self: Any, fetcher: Any) -> None:
     """Faust's ``Consumer._drain_messages`` (0.15.3) with one change: each record is
     handed over by :func:`_deliver` instead of ``wait_first`` (the loop's own comments
     and flags are Faust's)."""

@@ -86,6 +86,15 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return view, feature
 
 
+def features_by_view(refs: Iterable[str]) -> dict[str, list[str]]:
+    """``view -> [feature, ...]`` of ``"view:feature"`` references, in their order."""
+    features: dict[str, list[str]] = {}
+    for ref in refs:
+        view, feature = parse_ref(ref)
+        features.setdefault(view, []).append(feature)
+    return features
+
+
 @runtime_checkable
 class OnlineFeatureSource(Protocol):
     """Where the scoring agent gets features from; Feast in production, a dict in unit tests."""
@@ -290,10 +299,7 @@ class FeastOnlineSource:
         if not refs or not entity_rows:
             return {ref: [None] * len(entity_rows) for ref in refs}
         unique_refs = list(dict.fromkeys(refs))
-        features: dict[str, list[str]] = {}
-        for ref in unique_refs:
-            view, feature = parse_ref(ref)
-            features.setdefault(view, []).append(feature)
+        features = features_by_view(unique_refs)
         now = self._cache.clock()
         keys = {
             view: [tuple(row.get(k) for k in self.join_keys(view)) for row in entity_rows]
@@ -436,11 +442,7 @@ class FeastOnlineSource:
         self, refs: list[str], entity_rows: list[dict[str, Any]]
     ) -> tuple[dict[str, list[Any]], dict[str, list[float | None]]]:
         assert self._reader is not None
-        features: dict[str, list[str]] = {}
-        for ref in refs:
-            view, feature = parse_ref(ref)
-            features.setdefault(view, []).append(feature)
-        values, event_ts = self._reader.read(features, entity_rows)
+        values, event_ts = self._reader.read(features_by_view(refs), entity_rows)
         out = {}
         for ref in refs:
             view, feature = parse_ref(ref)

@@ -515,11 +515,10 @@ class Run:
         await asyncio.sleep(1.0)
 
     async def offer(
-        self, records: Records, rate: float, figures: RunFigures, lead_in: Records | None = None
+        self, records: Records, rate: float, figures: RunFigures, lead_in: Records
     ) -> None:
         """Events at ``rate``, after ``lead_in`` at the same rate with no pause between
         them; latency per event id of ``records`` once their outcomes are in."""
-        lead_in = lead_in or []
         started = time.monotonic()
         metadata = await send_records(self.settings, self.events, [*lead_in, *records], rate=rate)
         send_s = time.monotonic() - started
